@@ -1,1 +1,56 @@
-//! placeholder
+//! The airlock installer format: one file = a static stub program + a payload of frames,
+//! a meta record, an index and a trailer. `SPEC.md` beside this crate is the byte-level
+//! description; this crate is its reference implementation.
+//!
+//! - [`write_installer`] streams a stub and content into an installer (parallel zstd,
+//!   de-duplicated blobs, bounded memory, deterministic output).
+//! - [`Installer::open`] checks the trailer of a mapped file in microseconds and explains a
+//!   missing one; [`Installer::load_index`] checks and parses the index into a [`Payload`].
+//! - [`Payload`] gives random access to any blob ([`Payload::blob_reader`]), frame-level
+//!   parallel decoding ([`Payload::decode_frame`]) and [`Payload::verify`]. Every byte is
+//!   checked against a SHA-256 before it is handed out.
+//!
+//! ```
+//! use airlock_payload::*;
+//! let content = b"hello".to_vec();
+//! let digest = Sha256Digest::of(&content);
+//! let entries = vec![Entry {
+//!     path: "hello.txt".to_owned().try_into().unwrap(),
+//!     mode: 0o644,
+//!     kind: EntryKind::File { size: 5, digest },
+//! }];
+//! let blobs = vec![BlobInput { digest, size: 5, precompressed: false, name: "hello.txt".into(), source: Box::new(content) }];
+//! let info = BuildInfo { name: "demo".into(), version: "1".into(), platform: "linux/amd64".into(),
+//!     created: 0, mtime: 0, builder: "doc".into() };
+//! let mut file = std::io::Cursor::new(Vec::new());
+//! write_installer(&mut file, b"#!stub", &info, blobs, entries, WriteOptions::default(), &|_| {}).unwrap();
+//! let bytes = file.into_inner();
+//! let installer = Installer::open(&bytes, None).unwrap();
+//! assert_eq!(installer.meta().files, 1);
+//! let payload = installer.load_index().unwrap();
+//! let blob = payload.index().blob(&digest).unwrap();
+//! let mut out = String::new();
+//! std::io::Read::read_to_string(&mut payload.blob_reader(blob), &mut out).unwrap();
+//! assert_eq!(out, "hello");
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod digest;
+mod error;
+mod index;
+mod layout;
+mod reader;
+mod writer;
+
+pub use digest::{DigestParseError, Sha256Digest};
+pub use error::{Error, Result};
+pub use index::{
+    Blob, Codec, Entry, EntryKind, EntryPath, Frame, Index, Meta, PathError, MAX_FRAME_RAW, MAX_PATH_LEN,
+};
+pub use layout::{
+    align_payload, Header, Trailer, FORMAT_VERSION, HEADER_LEN, HEADER_MAGIC, PAYLOAD_ALIGN, TRAILER_END_MAGIC,
+    TRAILER_LEN, TRAILER_MAGIC,
+};
+pub use reader::{BlobReader, Installer, Payload, VerifyReport};
+pub use writer::{encode_frame, write_installer, BlobInput, BlobSource, BuildInfo, WriteOptions, WriteSummary, FRAME_SIZE, SOLID_THRESHOLD};

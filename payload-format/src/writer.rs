@@ -1,0 +1,393 @@
+//! The streaming writer: stub, header, frames compressed in parallel, meta, index, trailer.
+//!
+//! Memory stays bounded: frames are gathered, compressed and written a batch at a time, and a
+//! frame never holds more than [`FRAME_SIZE`] decoded bytes.
+
+use std::io::{self, Seek, SeekFrom, Write};
+use std::sync::mpsc;
+
+use rayon::prelude::*;
+use sha2::{Digest as _, Sha256};
+
+use crate::index::{Blob, Codec, Entry, EntryKind, Frame, Index, Meta};
+use crate::layout::{align_payload, Header, Trailer, FRAMES_OFFSET, HEADER_LEN, TRAILER_LEN};
+use crate::{Error, Result, Sha256Digest};
+
+/// Decoded size of a full frame.
+pub const FRAME_SIZE: u64 = 4 << 20;
+/// Blobs smaller than this share frames with their neighbours.
+pub const SOLID_THRESHOLD: u64 = 1 << 20;
+/// Bytes of a frame compressed as a probe before deciding whether to compress at all.
+const PROBE_LEN: usize = 64 << 10;
+
+/// Where a blob's bytes come from at write time.
+pub trait BlobSource: Send + Sync {
+    /// Fills `buf` with the content bytes starting at `offset`; an error if fewer exist.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+}
+
+/// In-memory content (tests, small metadata blobs).
+impl BlobSource for Vec<u8> {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let start = usize::try_from(offset).map_err(io::Error::other)?;
+        let src = self
+            .get(start..start + buf.len())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "content shorter than declared"))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+/// One distinct content to store.
+pub struct BlobInput {
+    /// SHA-256 of the content, computed by the caller.
+    pub digest: Sha256Digest,
+    /// Length of the content, at least 1.
+    pub size: u64,
+    /// The content is already compressed (an image layer): store it raw, never recompress.
+    pub precompressed: bool,
+    /// A name for errors ("usr/lib/libfoo.so", an image layer).
+    pub name: String,
+    /// Where the bytes come from.
+    pub source: Box<dyn BlobSource>,
+}
+
+/// Metadata the caller decides; the writer adds the counts.
+#[derive(Debug, Clone)]
+pub struct BuildInfo {
+    /// Installer name.
+    pub name: String,
+    /// Installer version.
+    pub version: String,
+    /// `os/arch[/variant]`.
+    pub platform: String,
+    /// Build time, seconds since the epoch.
+    pub created: u64,
+    /// Modification time for extracted entries.
+    pub mtime: u64,
+    /// Program that writes the file, e.g. `airlock 0.1.0`.
+    pub builder: String,
+}
+
+/// Tuning for the writer.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteOptions {
+    /// zstd level.
+    pub level: i32,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions { level: 3 }
+    }
+}
+
+/// What the writer produced.
+#[derive(Debug, Clone)]
+pub struct WriteSummary {
+    /// The meta record written.
+    pub meta: Meta,
+    /// Length of the whole file.
+    pub file_len: u64,
+    /// Offset where the payload starts.
+    pub payload_offset: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    blob: usize,
+    offset: u64,
+    len: u64,
+}
+
+#[derive(Debug)]
+struct PlannedFrame {
+    pieces: Vec<Piece>,
+    raw_len: u64,
+    precompressed: bool,
+}
+
+/// Lays blobs into the raw stream in the given order and cuts it into frames (SPEC.md,
+/// "Frame packing"). Returns the frames and each blob's raw offset.
+fn plan_frames(blobs: &[BlobInput]) -> (Vec<PlannedFrame>, Vec<u64>) {
+    let mut frames: Vec<PlannedFrame> = Vec::new();
+    let mut offsets = Vec::with_capacity(blobs.len());
+    let mut raw = 0u64;
+    let mut solid_open = false;
+    for (i, b) in blobs.iter().enumerate() {
+        offsets.push(raw);
+        raw += b.size;
+        let solid = b.size < SOLID_THRESHOLD && !b.precompressed;
+        if solid {
+            let fits = solid_open && frames.last().is_some_and(|f| f.raw_len + b.size <= FRAME_SIZE);
+            if !fits {
+                frames.push(PlannedFrame { pieces: Vec::new(), raw_len: 0, precompressed: false });
+                solid_open = true;
+            }
+            let f = frames.last_mut().expect("pushed above");
+            f.pieces.push(Piece { blob: i, offset: 0, len: b.size });
+            f.raw_len += b.size;
+        } else {
+            solid_open = false;
+            let mut off = 0;
+            while off < b.size {
+                let len = (b.size - off).min(FRAME_SIZE);
+                frames.push(PlannedFrame {
+                    pieces: vec![Piece { blob: i, offset: off, len }],
+                    raw_len: len,
+                    precompressed: b.precompressed,
+                });
+                off += len;
+            }
+        }
+    }
+    (frames, offsets)
+}
+
+/// Encodes one frame: raw when it is precompressed or does not compress, zstd otherwise.
+pub fn encode_frame(raw: Vec<u8>, precompressed: bool, level: i32) -> Result<(Frame, Vec<u8>)> {
+    let raw_len = raw.len() as u64;
+    let make = |codec, stored: Vec<u8>| {
+        let frame = Frame { codec, stored_len: stored.len() as u64, raw_len, sha256: Sha256Digest::of(&stored) };
+        (frame, stored)
+    };
+    if !precompressed && worth_compressing(&raw, level)? {
+        let z = zstd::bulk::compress(&raw, level).map_err(Error::io("compress a frame"))?;
+        if z.len() < raw.len() {
+            return Ok(make(Codec::Zstd, z));
+        }
+    }
+    Ok(make(Codec::Raw, raw))
+}
+
+fn worth_compressing(raw: &[u8], level: i32) -> Result<bool> {
+    if raw.len() <= PROBE_LEN * 2 {
+        return Ok(true);
+    }
+    let probe = &raw[raw.len() / 2 - PROBE_LEN / 2..][..PROBE_LEN];
+    let z = zstd::bulk::compress(probe, level.min(1)).map_err(Error::io("compress a probe"))?;
+    Ok((z.len() as f64) < PROBE_LEN as f64 * 0.95)
+}
+
+fn gather(plan: &PlannedFrame, blobs: &[BlobInput]) -> Result<Vec<u8>> {
+    let mut raw = vec![0u8; plan.raw_len as usize];
+    let mut at = 0usize;
+    for p in &plan.pieces {
+        let b = &blobs[p.blob];
+        b.source
+            .read_at(p.offset, &mut raw[at..at + p.len as usize])
+            .map_err(Error::io(format!("read {}", b.name)))?;
+        at += p.len as usize;
+    }
+    Ok(raw)
+}
+
+struct HashingWriter<'w, W> {
+    inner: &'w mut W,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl<W: Write> HashingWriter<'_, W> {
+    fn put(&mut self, bytes: &[u8], what: &str) -> Result<()> {
+        self.inner.write_all(bytes).map_err(Error::io(format!("write {what}")))?;
+        self.hasher.update(bytes);
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+/// Writes a complete installer to `out`: `stub`, then the payload built from `blobs`
+/// (in the order given; the caller sorts them by first use) and `entries` (sorted by path).
+/// `progress` is called with the number of decoded bytes finished so far.
+pub fn write_installer<W: Write + Seek + Send>(
+    out: &mut W,
+    stub: &[u8],
+    info: &BuildInfo,
+    blobs: Vec<BlobInput>,
+    entries: Vec<Entry>,
+    opts: WriteOptions,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<WriteSummary> {
+    let (plan, raw_offsets) = plan_frames(&blobs);
+    let mut index_blobs: Vec<Blob> = blobs
+        .iter()
+        .zip(&raw_offsets)
+        .map(|(b, &raw_offset)| Blob { digest: b.digest, size: b.size, raw_offset })
+        .collect();
+    index_blobs.sort_by_key(|b| b.digest);
+
+    // Stub, padding, placeholder header.
+    let payload_offset = align_payload(stub.len() as u64);
+    let mut stub_hasher = Sha256::new();
+    stub_hasher.update(stub);
+    let padding = vec![0u8; (payload_offset - stub.len() as u64) as usize];
+    stub_hasher.update(&padding);
+    out.write_all(stub).map_err(Error::io("write the stub"))?;
+    out.write_all(&padding).map_err(Error::io("write the stub"))?;
+    out.write_all(&[0u8; HEADER_LEN as usize]).map_err(Error::io("write the header"))?;
+    let stub_sha256 = Sha256Digest(stub_hasher.finalize().into());
+
+    // Frames: a pool compresses batches while this thread writes the previous batch.
+    let threads = rayon::current_num_threads().max(1);
+    let batch = threads * 4;
+    let mut frames: Vec<Frame> = Vec::with_capacity(plan.len());
+    let mut frames_len = 0u64;
+    let mut done = 0u64;
+    std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) = mpsc::sync_channel::<Result<Vec<(Frame, Vec<u8>)>>>(1);
+        let level = opts.level;
+        let (plan, blobs) = (&plan, &blobs);
+        scope.spawn(move || {
+            for chunk in plan.chunks(batch) {
+                let encoded: Result<Vec<_>> = chunk
+                    .par_iter()
+                    .map(|p| encode_frame(gather(p, blobs)?, p.precompressed, level))
+                    .collect();
+                let failed = encoded.is_err();
+                if tx.send(encoded).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        for encoded in rx {
+            for (frame, stored) in encoded? {
+                out.write_all(&stored).map_err(Error::io("write a frame"))?;
+                frames_len += frame.stored_len;
+                done += frame.raw_len;
+                frames.push(frame);
+            }
+            progress(done);
+        }
+        Ok(())
+    })?;
+    if frames.len() != plan.len() {
+        return Err(Error::Io {
+            context: "compress the payload".into(),
+            source: io::Error::other("the compression thread stopped early"),
+        });
+    }
+
+    // Meta.
+    let mut meta = Meta {
+        name: info.name.clone(),
+        version: info.version.clone(),
+        platform: info.platform.clone(),
+        created: info.created,
+        mtime: info.mtime,
+        builder: info.builder.clone(),
+        files: 0,
+        dirs: 0,
+        symlinks: 0,
+        hardlinks: 0,
+        total_size: 0,
+        stored_size: frames_len,
+        blob_count: index_blobs.len() as u64,
+        frame_count: frames.len() as u64,
+    };
+    for e in &entries {
+        match e.kind {
+            EntryKind::Dir => meta.dirs += 1,
+            EntryKind::File { size, .. } => {
+                meta.files += 1;
+                meta.total_size += size;
+            }
+            EntryKind::Symlink { .. } => meta.symlinks += 1,
+            EntryKind::Hardlink { .. } => meta.hardlinks += 1,
+        }
+    }
+    let entry_count = entries.len() as u64;
+    let index = Index::new(frames, index_blobs, entries)
+        .map_err(|e| Error::InvalidIndex(format!("the writer was given an invalid tree: {e}")))?;
+    let meta_bytes = serde_json::to_vec(&meta).expect("meta serializes");
+    let index_json = serde_json::to_vec(&index).expect("index serializes");
+    let index_bytes = zstd::bulk::compress(&index_json, 9).map_err(Error::io("compress the index"))?;
+
+    let meta_offset = FRAMES_OFFSET + frames_len;
+    let index_offset = meta_offset + meta_bytes.len() as u64;
+    let trailer_offset = payload_offset + index_offset + index_bytes.len() as u64;
+    let file_len = trailer_offset + TRAILER_LEN;
+    let mut w = HashingWriter { inner: out, hasher: Sha256::new(), written: 0 };
+    w.put(&meta_bytes, "the meta record")?;
+    w.put(&index_bytes, "the index")?;
+    let trailer = Trailer {
+        payload_offset,
+        frames_len,
+        meta_offset,
+        meta_len: meta_bytes.len() as u64,
+        index_offset,
+        index_len: index_bytes.len() as u64,
+        index_raw_len: index_json.len() as u64,
+        total_size: meta.total_size,
+        entry_count,
+        frame_count: meta.frame_count,
+        blob_count: meta.blob_count,
+        stub_sha256,
+        meta_sha256: Sha256Digest::of(&meta_bytes),
+        index_sha256: Sha256Digest::of(&index_bytes),
+        file_len,
+    };
+    w.put(&trailer.to_bytes(), "the trailer")?;
+    out.seek(SeekFrom::Start(payload_offset)).map_err(Error::io("seek to the header"))?;
+    out.write_all(&Header { file_len, trailer_offset }.to_bytes()).map_err(Error::io("write the header"))?;
+    out.seek(SeekFrom::Start(file_len)).map_err(Error::io("seek to the end"))?;
+    out.flush().map_err(Error::io("flush the installer"))?;
+    Ok(WriteSummary { meta, file_len, payload_offset })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(data: Vec<u8>, precompressed: bool) -> BlobInput {
+        BlobInput {
+            digest: Sha256Digest::of(&data),
+            size: data.len() as u64,
+            precompressed,
+            name: "t".into(),
+            source: Box::new(data),
+        }
+    }
+
+    #[test]
+    fn small_blobs_share_frames_and_large_ones_are_split() {
+        let blobs = vec![
+            input(vec![1; 1000], false),
+            input(vec![2; 2000], false),
+            input(vec![3; (FRAME_SIZE + 5) as usize], false),
+            input(vec![4; 10], false),
+            input(vec![5; 3 << 20], true),
+        ];
+        let (frames, offsets) = plan_frames(&blobs);
+        let lens: Vec<u64> = frames.iter().map(|f| f.raw_len).collect();
+        assert_eq!(lens, vec![3000, FRAME_SIZE, 5, 10, 3 << 20]);
+        assert_eq!(offsets, vec![0, 1000, 3000, 3000 + FRAME_SIZE + 5, 3010 + FRAME_SIZE + 5]);
+        assert!(frames[4].precompressed);
+    }
+
+    #[test]
+    fn incompressible_frames_are_stored_raw() {
+        let mut x = 0x9e3779b97f4a7c15u64;
+        let noise: Vec<u8> = (0..(1 << 20))
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let (frame, stored) = encode_frame(noise.clone(), false, 3).unwrap();
+        assert_eq!(frame.codec, Codec::Raw);
+        assert_eq!(stored, noise);
+        let (frame, stored) = encode_frame(vec![b'a'; 1 << 20], false, 3).unwrap();
+        assert_eq!(frame.codec, Codec::Zstd);
+        assert!(stored.len() < 1000);
+        assert_eq!(frame.sha256, Sha256Digest::of(&stored));
+    }
+
+    #[test]
+    fn precompressed_frames_are_never_recompressed() {
+        let (frame, _) = encode_frame(vec![0; 1 << 20], true, 3).unwrap();
+        assert_eq!(frame.codec, Codec::Raw);
+    }
+}
