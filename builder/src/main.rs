@@ -1,1 +1,106 @@
-fn main() {}
+//! `airlock`: build single-file air-gap installers, and inspect them.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use airlock_builder::build::{self, BuildPlan};
+use clap::{Parser, Subcommand};
+
+/// Build one executable file that carries a Kubernetes distribution, its binaries, its
+/// images and any extra files, and installs them with no network.
+#[derive(Parser)]
+#[command(name = "airlock", version, propagate_version = true)]
+struct Cli {
+    /// Print nothing but errors (and the requested output).
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Print debug logs (RUST_LOG overrides).
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build an installer from a spec (airlock.yaml).
+    Build {
+        /// The spec; relative paths in it are relative to its folder.
+        #[arg(short = 'f', long = "file", default_value = "airlock.yaml")]
+        spec: PathBuf,
+        /// The installer to write (atomically: a temporary file beside it, then a rename).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The stub program to put in front of the payload (default: AIRLOCK_STUB, else
+        /// `airlock-stub` beside this program). It must be a static ELF for the platform.
+        #[arg(long)]
+        stub: Option<PathBuf>,
+        /// zstd compression level (1-19).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+        level: i32,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what an installer holds, without running it.
+    Inspect {
+        /// The installer.
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            let mut source = std::error::Error::source(&err);
+            while let Some(cause) = source {
+                eprintln!("  caused by: {cause}");
+                source = cause.source();
+            }
+            ExitCode::from(if build::is_corrupt(&err) { 3 } else { 1 })
+        }
+    }
+}
+
+fn init_logging(verbose: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if verbose { "debug" } else { "warn" }));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).without_time().init();
+}
+
+fn run(cli: &Cli) -> Result<(), build::Error> {
+    match &cli.command {
+        Command::Build { spec, output, stub, level, json } => {
+            let plan = BuildPlan {
+                spec: spec.clone(),
+                output: output.clone(),
+                stub: stub.clone(),
+                level: *level,
+                progress: !cli.quiet && std::io::stderr().is_terminal(),
+            };
+            let report = build::build(&plan)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
+            } else if !cli.quiet {
+                println!("wrote {}\n{}", report.output.display(), report.summary);
+            }
+        }
+        Command::Inspect { file, json } => {
+            let summary = build::inspect(file)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&summary).expect("summary serializes"));
+            } else {
+                println!("{summary}");
+            }
+        }
+    }
+    Ok(())
+}

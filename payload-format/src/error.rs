@@ -19,6 +19,16 @@ pub enum Error {
         /// `expected - actual`.
         missing: u64,
     },
+    /// The file ends inside the program part: far too short.
+    #[error(
+        "installer is truncated: it is {actual} bytes, but its program part alone is {program_len} bytes; copy or download it again"
+    )]
+    TruncatedProgram {
+        /// Length of the file as found.
+        actual: u64,
+        /// Length the ELF headers declare.
+        program_len: u64,
+    },
     /// No trailer and no header: the payload was removed or never there.
     #[error("no airlock payload found: {reason}")]
     NoPayload {

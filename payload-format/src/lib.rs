@@ -37,13 +37,16 @@
 #![deny(missing_docs)]
 
 mod digest;
+mod elf;
 mod error;
 mod index;
 mod layout;
 mod reader;
+mod summary;
 mod writer;
 
 pub use digest::{DigestParseError, Sha256Digest};
+pub use elf::declared_elf_end;
 pub use error::{Error, Result};
 pub use index::{
     Blob, Codec, Entry, EntryKind, EntryPath, Frame, Index, Meta, PathError, MAX_FRAME_RAW, MAX_PATH_LEN,
@@ -52,5 +55,6 @@ pub use layout::{
     align_payload, Header, Trailer, FORMAT_VERSION, HEADER_LEN, HEADER_MAGIC, PAYLOAD_ALIGN, TRAILER_END_MAGIC,
     TRAILER_LEN, TRAILER_MAGIC,
 };
+pub use summary::{human_bytes, Summary};
 pub use reader::{BlobReader, Installer, Payload, VerifyReport};
 pub use writer::{encode_frame, write_installer, BlobInput, BlobSource, BuildInfo, WriteOptions, WriteSummary, FRAME_SIZE, SOLID_THRESHOLD};

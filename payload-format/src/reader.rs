@@ -20,8 +20,12 @@ pub struct Installer<'a> {
 
 impl<'a> Installer<'a> {
     /// Opens the installer in `bytes` (the whole file). `elf_end` is the end of the stub's
-    /// ELF image, used only to explain a missing trailer (truncation, `strip`, UPX).
+    /// ELF image as its headers declare it ([`crate::declared_elf_end`]), used only to
+    /// explain a missing trailer (truncation, `strip`, UPX).
     pub fn open(bytes: &'a [u8], elf_end: Option<u64>) -> Result<Self> {
+        if let Some(end) = elf_end.filter(|&e| e > bytes.len() as u64) {
+            return Err(Error::TruncatedProgram { actual: bytes.len() as u64, program_len: end });
+        }
         if !Trailer::is_present(bytes) {
             return Err(diagnose_missing_trailer(bytes, elf_end));
         }

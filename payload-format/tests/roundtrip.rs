@@ -259,3 +259,10 @@ proptest! {
         prop_assert!(report.damaged.is_empty());
     }
 }
+
+#[test]
+fn truncation_inside_the_program_is_reported_as_truncation() {
+    let (bytes, _) = build(&sample_tree());
+    let err = Installer::open(&bytes[..1000], Some(STUB_LEN as u64)).unwrap_err();
+    assert!(matches!(err, Error::TruncatedProgram { actual: 1000, program_len: 5000 }), "{err}");
+}

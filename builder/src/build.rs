@@ -1,0 +1,282 @@
+//! The build: spec → gathered tree → hashed, de-duplicated content → installer written
+//! atomically next to its final path.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use airlock_payload::{
+    write_installer, BlobInput, BlobSource, BuildInfo, Entry, EntryKind, EntryPath, Sha256Digest, WriteOptions,
+    WriteSummary,
+};
+use rayon::prelude::*;
+
+use crate::progress::Progress;
+use crate::spec::{self, Spec};
+use crate::stubcheck;
+use crate::tree::{self, SourceEntry, SourceKind};
+
+/// The date given to every entry and to the build when `SOURCE_DATE_EPOCH` is unset:
+/// 1980-01-01, the earliest date zip and most tools accept.
+pub const DEFAULT_EPOCH: u64 = 315_532_800;
+
+/// What went wrong in a build.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The spec is invalid.
+    #[error(transparent)]
+    Spec(#[from] spec::Error),
+    /// The tree could not be gathered.
+    #[error(transparent)]
+    Tree(#[from] tree::Error),
+    /// No stub was given and none was found beside the program.
+    #[error("failed to find the installer stub: none given with --stub, AIRLOCK_STUB is unset and {0} does not exist")]
+    NoStub(PathBuf),
+    /// The stub is not usable.
+    #[error("failed to use stub {path}")]
+    BadStub {
+        /// The stub file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: stubcheck::Error,
+    },
+    /// A stub that already carries data after its ELF image.
+    #[error("failed to use stub {0}: it has data after its program (is it an installer rather than a stub?)")]
+    StubHasPayload(PathBuf),
+    /// A source file changed between hashing and packing.
+    #[error("failed to pack {0}: it changed while the build was reading it")]
+    SourceChanged(PathBuf),
+    /// `SOURCE_DATE_EPOCH` is not a number.
+    #[error("failed to read SOURCE_DATE_EPOCH: {0:?} is not a number of seconds")]
+    BadEpoch(String),
+    /// Reading or writing failed.
+    #[error("failed to {context}")]
+    Io {
+        /// The step.
+        context: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The payload writer failed.
+    #[error(transparent)]
+    Payload(#[from] airlock_payload::Error),
+}
+
+/// Result with this module's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
+    let context = context.into();
+    move |source| Error::Io { context, source }
+}
+
+/// A validated build request (what `airlock build` was asked for).
+#[derive(Debug, Clone)]
+pub struct BuildPlan {
+    /// The spec file.
+    pub spec: PathBuf,
+    /// Where the installer goes.
+    pub output: PathBuf,
+    /// An explicit stub, else the default one.
+    pub stub: Option<PathBuf>,
+    /// zstd level.
+    pub level: i32,
+    /// Show progress bars.
+    pub progress: bool,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BuildReport {
+    /// The installer written.
+    pub output: PathBuf,
+    /// Its summary.
+    #[serde(flatten)]
+    pub summary: airlock_payload::Summary,
+}
+
+/// Finds the default stub: `AIRLOCK_STUB`, else `airlock-stub` beside this program.
+pub fn default_stub() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("AIRLOCK_STUB") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().map_err(io_err("find the airlock program's own path"))?;
+    let beside = exe.with_file_name("airlock-stub");
+    if beside.exists() {
+        Ok(beside)
+    } else {
+        Err(Error::NoStub(beside))
+    }
+}
+
+fn source_date_epoch() -> Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(s) if !s.trim().is_empty() => s.trim().parse().map_err(|_| Error::BadEpoch(s)),
+        _ => Ok(DEFAULT_EPOCH),
+    }
+}
+
+/// Runs a build.
+pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
+    let spec = Spec::from_path(&plan.spec)?;
+    let epoch = source_date_epoch()?;
+    let stub_path = match &plan.stub {
+        Some(p) => p.clone(),
+        None => default_stub()?,
+    };
+    let stub = fs::read(&stub_path).map_err(io_err(format!("read stub {}", stub_path.display())))?;
+    let info = stubcheck::check_stub(&stub, spec.platform.arch())
+        .map_err(|source| Error::BadStub { path: stub_path.clone(), source })?;
+    if info.elf_end != stub.len() as u64 {
+        return Err(Error::StubHasPayload(stub_path));
+    }
+    tracing::debug!(stub = %stub_path.display(), machine = %info.machine, "stub checked");
+
+    let sources = tree::gather(&spec.files)?;
+    tracing::debug!(entries = sources.len(), "tree gathered");
+    let (entries, blobs) = hash_tree(&sources, plan.progress)?;
+
+    let out_dir = match plan.output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".airlock-build-")
+        .tempfile_in(&out_dir)
+        .map_err(io_err(format!("create a temporary file in {}", out_dir.display())))?;
+    let build_info = BuildInfo {
+        name: spec.name.to_string(),
+        version: spec.version.to_string(),
+        platform: spec.platform.to_string(),
+        created: epoch,
+        mtime: epoch,
+        builder: format!("airlock {}", env!("CARGO_PKG_VERSION")),
+    };
+    let total: u64 = blobs.iter().map(|b| b.size).sum();
+    let bar = Progress::bytes(plan.progress, "packing", total);
+    let mut writer = BufWriter::with_capacity(1 << 20, tmp.as_file().try_clone().map_err(io_err("open the output"))?);
+    let summary: WriteSummary = write_installer(
+        &mut writer,
+        &stub,
+        &build_info,
+        blobs,
+        entries,
+        WriteOptions { level: plan.level },
+        &|done| bar.set(done),
+    )?;
+    drop(writer);
+    bar.finish();
+    tmp.as_file().set_permissions(fs::Permissions::from_mode(0o755)).map_err(io_err("make the installer executable"))?;
+    tmp.as_file().sync_all().map_err(io_err("flush the installer to disk"))?;
+    tmp.persist(&plan.output)
+        .map_err(|e| Error::Io { context: format!("move the installer to {}", plan.output.display()), source: e.error })?;
+
+    // Read the result back through the reader: a writer bug shows here, not on a field site.
+    let summary_back = inspect(&plan.output)?;
+    debug_assert_eq!(summary_back.payload_offset, summary.payload_offset);
+    Ok(BuildReport { output: plan.output.clone(), summary: summary_back })
+}
+
+/// A file's content as the writer reads it, refusing to pack a file that changed since it
+/// was hashed (size or modification time differ).
+struct FileSource {
+    path: PathBuf,
+    size: u64,
+    mtime: Option<SystemTime>,
+}
+
+impl BlobSource for FileSource {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let f = File::open(&self.path)?;
+        let md = f.metadata()?;
+        if md.len() != self.size || md.modified().ok() != self.mtime {
+            return Err(io::Error::other(Error::SourceChanged(self.path.clone())));
+        }
+        f.read_exact_at(buf, offset)
+    }
+}
+
+/// Hashes every file (in parallel), then maps sources onto index entries and distinct blobs
+/// in first-use order.
+fn hash_tree(sources: &[SourceEntry], progress: bool) -> Result<(Vec<Entry>, Vec<BlobInput>)> {
+    let total: u64 = sources
+        .iter()
+        .map(|s| match s.kind {
+            SourceKind::File { size, .. } => size,
+            _ => 0,
+        })
+        .sum();
+    let bar = Progress::bytes(progress, "hashing", total);
+    let done = AtomicU64::new(0);
+    let hashed: Vec<Option<(Sha256Digest, u64, Option<SystemTime>)>> = sources
+        .par_iter()
+        .map(|s| match &s.kind {
+            SourceKind::File { src, .. } => {
+                let f = File::open(src).map_err(io_err(format!("open {}", src.display())))?;
+                let md = f.metadata().map_err(io_err(format!("inspect {}", src.display())))?;
+                let (digest, n) =
+                    Sha256Digest::of_reader(&f).map_err(io_err(format!("read {}", src.display())))?;
+                if n != md.len() || f.metadata().map(|m| m.mtime()).ok() != Some(md.mtime()) {
+                    return Err(Error::SourceChanged(src.clone()));
+                }
+                bar.set(done.fetch_add(n, Ordering::Relaxed) + n);
+                Ok(Some((digest, n, md.modified().ok())))
+            }
+            _ => Ok(None),
+        })
+        .collect::<Result<_>>()?;
+    bar.finish();
+
+    let mut entries = Vec::with_capacity(sources.len());
+    let mut blobs: Vec<BlobInput> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (s, h) in sources.iter().zip(hashed) {
+        let path = EntryPath::try_from(s.path.clone())
+            .map_err(|e| Error::Io { context: "name an entry".into(), source: io::Error::other(e) })?;
+        let kind = match (&s.kind, h) {
+            (SourceKind::Dir, _) => EntryKind::Dir,
+            (SourceKind::Symlink { target }, _) => EntryKind::Symlink { target: target.clone() },
+            (SourceKind::Hardlink { target }, _) => EntryKind::Hardlink {
+                target: EntryPath::try_from(target.clone())
+                    .map_err(|e| Error::Io { context: "name a hardlink".into(), source: io::Error::other(e) })?,
+            },
+            (SourceKind::File { src, .. }, Some((digest, size, mtime))) => {
+                if size > 0 && seen.insert(digest) {
+                    blobs.push(BlobInput {
+                        digest,
+                        size,
+                        precompressed: false,
+                        name: src.display().to_string(),
+                        source: Box::new(FileSource { path: src.clone(), size, mtime }),
+                    });
+                }
+                EntryKind::File { size, digest }
+            }
+            (SourceKind::File { .. }, None) => unreachable!("every file was hashed"),
+        };
+        entries.push(Entry { path, mode: s.mode, kind });
+    }
+    Ok((entries, blobs))
+}
+
+/// Reads the summary of an installer without running it.
+pub fn inspect(path: &Path) -> Result<airlock_payload::Summary> {
+    let file = File::open(path).map_err(io_err(format!("open {}", path.display())))?;
+    // SAFETY: a read-only private map of a file we only read; if another process truncates
+    // the file while it is mapped, reads past the new end fault (SIGBUS). The builder maps
+    // only installers it was asked to inspect and holds no map across user-visible steps.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err(format!("map {}", path.display())))?;
+    let elf_end = airlock_payload::declared_elf_end(&map);
+    let installer = airlock_payload::Installer::open(&map, elf_end)?;
+    Ok(installer.summary())
+}
+
+/// True when `err` means an installer is corrupt or truncated (exit code 3).
+pub fn is_corrupt(err: &Error) -> bool {
+    matches!(err, Error::Payload(e) if e.is_corrupt())
+}

@@ -1,0 +1,91 @@
+//! What `info` (stub) and `inspect` (builder) show: one rendering, so the two never differ.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::{Installer, Meta, FORMAT_VERSION};
+
+/// The facts about an installer that are known without loading its index.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// The meta record (name, version, platform, counts, sizes).
+    #[serde(flatten)]
+    pub meta: Meta,
+    /// Format version.
+    pub format_version: u32,
+    /// Length of the whole file.
+    pub file_len: u64,
+    /// Where the payload starts (the stub's length, aligned).
+    pub payload_offset: u64,
+    /// Number of index entries.
+    pub entry_count: u64,
+}
+
+impl Installer<'_> {
+    /// The facts `info` shows.
+    pub fn summary(&self) -> Summary {
+        let t = self.trailer();
+        Summary {
+            meta: self.meta().clone(),
+            format_version: FORMAT_VERSION,
+            file_len: t.file_len,
+            payload_offset: t.payload_offset,
+            entry_count: t.entry_count,
+        }
+    }
+}
+
+/// Formats a byte count for people: `1.5 GiB`, `300 KiB`, `12 B`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = &self.meta;
+        let ratio = if m.total_size == 0 { 1.0 } else { m.stored_size as f64 / m.total_size as f64 };
+        writeln!(f, "name:      {}", m.name)?;
+        writeln!(f, "version:   {}", m.version)?;
+        writeln!(f, "platform:  {}", m.platform)?;
+        writeln!(
+            f,
+            "contents:  {} files, {} folders, {} symlinks, {} hardlinks",
+            m.files, m.dirs, m.symlinks, m.hardlinks
+        )?;
+        writeln!(
+            f,
+            "size:      {} of files, stored in {} ({:.0}%, {} distinct contents in {} frames)",
+            human_bytes(m.total_size),
+            human_bytes(m.stored_size),
+            ratio * 100.0,
+            m.blob_count,
+            m.frame_count
+        )?;
+        writeln!(f, "file:      {} (program {}, format v{})", human_bytes(self.file_len), human_bytes(self.payload_offset), self.format_version)?;
+        write!(f, "built by:  {} (created {})", m.builder, m.created)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_counts_read_like_people_write_them() {
+        assert_eq!(human_bytes(12), "12 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 << 30), "5.0 GiB");
+    }
+}
