@@ -9,7 +9,8 @@ use crate::Sha256Digest;
 pub enum Error {
     /// The file is shorter than its header says: a partial copy or download.
     #[error(
-        "installer is truncated: it is {actual} bytes but should be {expected} ({missing} bytes missing); copy or download it again"
+        "installer is truncated: it is {actual} bytes but should be {expected} ({missing} {unit} missing); copy or download it again",
+        unit = if *.missing == 1 { "byte" } else { "bytes" }
     )]
     Truncated {
         /// Length of the file as found.

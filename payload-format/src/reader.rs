@@ -141,12 +141,16 @@ fn diagnose_missing_trailer(bytes: &[u8], elf_end: Option<u64>) -> Error {
             h.file_len
         )),
         Some(_) => Error::corrupt("the trailer (last 256 bytes) is damaged"),
-        None if len <= header_at => Error::NoPayload {
+        None if len == elf_end => Error::NoPayload {
             reason: format!(
-                "the file ends where the program ends ({len} bytes): it was stripped (`strip` removes appended data), \
-                 truncated to the program, or it is the bare stub"
+                "the file ends where the program ends ({len} bytes): it was stripped (`strip` removes appended data) \
+                 or it is the bare stub, not an installer"
             ),
         },
+        None if len <= header_at => Error::corrupt(format!(
+            "installer is truncated: it ends {} bytes after its program, before the payload starts",
+            len.saturating_sub(elf_end)
+        )),
         None if len < header_at + HEADER_LEN => Error::corrupt(format!(
             "installer is truncated inside the payload header: only {} bytes follow the program",
             len - header_at

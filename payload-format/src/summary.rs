@@ -36,20 +36,19 @@ impl Installer<'_> {
     }
 }
 
-/// Formats a byte count for people: `1.5 GiB`, `300 KiB`, `12 B`.
+/// `n` bytes in decimal units with one decimal: `999 B`, `1.2 kB`, `300.0 MB`, `1.2 GB`.
 pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
+    const UNITS: [&str; 6] = ["kB", "MB", "GB", "TB", "PB", "EB"];
+    if n < 1000 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1000.0;
     let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
+    while value >= 999.95 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
         unit += 1;
     }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 impl fmt::Display for Summary {
@@ -83,9 +82,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn byte_counts_read_like_people_write_them() {
-        assert_eq!(human_bytes(12), "12 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(5 << 30), "5.0 GiB");
+    fn sizes_print_in_decimal_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1_200), "1.2 kB");
+        assert_eq!(human_bytes(300_000_000), "300.0 MB");
+        assert_eq!(human_bytes(1_200_000_000), "1.2 GB");
+        assert_eq!(human_bytes(999_960), "1.0 MB");
+        assert_eq!(human_bytes(u64::MAX), "18.4 EB");
     }
+
 }

@@ -1,0 +1,137 @@
+//! Running a parsed command line against an installer file.
+
+use std::io::Write;
+use std::path::Path;
+
+use airlock_payload::Installer;
+
+use crate::cli::{Cli, Command};
+use crate::extract::{extract, ExtractOptions};
+use crate::info::{write_summary, InfoReport};
+use airlock_payload::human_bytes;
+use crate::progress::bytes_bar;
+use crate::selfexe::InstallerFile;
+use crate::sys::Statvfs;
+use crate::{list, verify, Error, Result};
+
+/// Runs `cli` against the running installer (or `AIRLOCK_INSTALLER`), writing results to
+/// `out`. `program` is how the user called us, for usage lines.
+pub fn run(cli: &Cli, program: &str, out: &mut dyn Write) -> Result<()> {
+    let file = InstallerFile::open_self()?;
+    run_on(cli, file.bytes(), file.elf_end(), file.path(), program, out)
+}
+
+/// Runs `cli` against the installer in `bytes` (the whole file, opened from `path`).
+pub fn run_on(
+    cli: &Cli,
+    bytes: &[u8],
+    elf_end: Option<u64>,
+    path: &Path,
+    program: &str,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let installer = Installer::open(bytes, elf_end)?;
+    match &cli.command {
+        None => write_summary(&installer, program, out),
+        Some(Command::Info(a)) => {
+            let report = InfoReport::new(&installer, path);
+            if a.json {
+                report.write_json(out)
+            } else {
+                report.write_text(out)
+            }
+        }
+        Some(Command::List(a)) => {
+            let payload = installer.load_index()?;
+            if a.json {
+                list::write_json(payload.index(), out)
+            } else {
+                list::write_text(payload.index(), out)
+            }
+        }
+        Some(Command::Verify(a)) => {
+            let bar = bytes_bar(0, "verify", cli.quiet);
+            verify::verify(&installer, a.deep, &bar, out).map(|_| ())
+        }
+        Some(Command::Extract(a)) => {
+            let payload = installer.load_index()?;
+            let bar = bytes_bar(0, "extract", cli.quiet);
+            let opts = ExtractOptions {
+                target: &a.target,
+                paths: &a.paths,
+                space: &Statvfs,
+                bar: &bar,
+            };
+            let summary = extract(&installer, &payload, &opts)?;
+            if !cli.quiet {
+                writeln!(
+                    out,
+                    "extracted {} entries ({} files, {}) into {}",
+                    summary.entries,
+                    summary.files,
+                    human_bytes(summary.bytes),
+                    a.target.display()
+                )
+                .map_err(Error::Output)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{damage_frame, installer_from_tree, make_removable, sample_tree};
+    use clap::Parser;
+
+    fn run_args(bytes: &[u8], args: &[&str]) -> (Result<()>, String) {
+        let cli = Cli::try_parse_from(std::iter::once("demo.run").chain(args.iter().copied())).unwrap();
+        let mut out = Vec::new();
+        let r = run_on(&cli, bytes, None, Path::new("demo.run"), "./demo.run", &mut out);
+        (r, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn each_command_runs_and_damage_is_a_corrupt_error() {
+        let tree = sample_tree();
+        let mut bytes = installer_from_tree(tree.path());
+        make_removable(tree.path());
+        let (r, text) = run_args(&bytes, &[]);
+        r.unwrap();
+        assert!(text.contains("Usage: ./demo.run <COMMAND>"), "{text}");
+        let (r, text) = run_args(&bytes, &["list", "--json"]);
+        r.unwrap();
+        assert!(text.starts_with("[{"), "{text}");
+        let (r, text) = run_args(&bytes, &["-q", "verify"]);
+        r.unwrap();
+        assert!(text.starts_with("ok: "), "{text}");
+        let out = tempfile::tempdir().unwrap();
+        let target = out.path().join("t");
+        let (r, text) = run_args(&bytes, &["extract", "--target", target.to_str().unwrap(), "etc"]);
+        r.unwrap();
+        assert_eq!(
+            text,
+            format!("extracted 4 entries (3 files, 24 B) into {}\n", target.display())
+        );
+
+        damage_frame(&mut bytes, 1);
+        let (r, _) = run_args(&bytes, &["-q", "verify"]);
+        assert!(r.unwrap_err().is_corrupt());
+        let (r, _) = run_args(&bytes, &["extract", "--target", out.path().join("u").to_str().unwrap()]);
+        assert!(r.unwrap_err().is_corrupt());
+        // info reads no content: it still works.
+        let (r, _) = run_args(&bytes, &["info"]);
+        r.unwrap();
+    }
+
+    #[test]
+    fn a_truncated_installer_is_a_corrupt_error() {
+        let tree = sample_tree();
+        let bytes = installer_from_tree(tree.path());
+        make_removable(tree.path());
+        let (r, _) = run_args(&bytes[..bytes.len() - 100], &["info"]);
+        let err = r.unwrap_err();
+        assert!(err.is_corrupt(), "{err}");
+    }
+}

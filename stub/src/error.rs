@@ -1,0 +1,124 @@
+//! The one error type of the stub library.
+
+use std::io;
+use std::path::PathBuf;
+
+/// What can go wrong while the stub runs a command.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The installer file could not be found or opened.
+    #[error("failed to open the installer file {path}{hint}")]
+    Open {
+        /// The path tried last.
+        path: PathBuf,
+        /// Why that path was tried, e.g. that `/proc` is missing.
+        hint: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The installer file could not be mapped into memory.
+    #[error("failed to map the installer file {path}")]
+    Map {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The payload is missing, damaged or unreadable.
+    #[error(transparent)]
+    Payload(#[from] airlock_payload::Error),
+    /// `verify` found damage; the message lists every damaged item, each naming what it
+    /// affects.
+    #[error("installer is corrupt: {} damaged item(s):{}", items.len(), items.iter().map(|i| format!("\n  damaged: {i}")).collect::<String>())]
+    Damaged {
+        /// One message per damaged item.
+        items: Vec<String>,
+    },
+    /// Content of selected entries could not be decoded during `extract`.
+    #[error("failed to extract {entries}")]
+    Content {
+        /// The selected entries whose content lives in the failed frame.
+        entries: String,
+        /// The cause (a damaged frame is corrupt, exit code 3).
+        #[source]
+        source: airlock_payload::Error,
+    },
+    /// `extract` was asked for paths the installer does not hold.
+    #[error("not in the installer: {}", .paths.join(", "))]
+    NotInPayload {
+        /// The names asked for, as given.
+        paths: Vec<String>,
+    },
+    /// The target filesystem is too small; refused before anything was written.
+    #[error("not enough space in {}: need {need}, {available} available", .dir.display())]
+    NoSpace {
+        /// The target folder.
+        dir: PathBuf,
+        /// What is needed, e.g. "1.2 GB and 1200 inodes".
+        need: String,
+        /// What is available, in the same units.
+        available: String,
+    },
+    /// A folder would replace a symbolic link: never followed, never replaced.
+    #[error("refusing to replace symlink {} with a folder", .0.display())]
+    SymlinkInTheWay(PathBuf),
+    /// A file or link would replace a folder.
+    #[error("refusing to replace folder {} with a {kind}", .path.display())]
+    FolderInTheWay {
+        /// The existing folder.
+        path: PathBuf,
+        /// What would replace it ("file", "symlink").
+        kind: &'static str,
+    },
+    /// A folder would replace something that is neither a folder nor a symlink.
+    #[error("refusing to replace {} with a folder: it exists and is not a folder", .0.display())]
+    NotAFolder(PathBuf),
+    /// A filesystem step failed.
+    #[error("failed to {step} {}", .path.display())]
+    Fs {
+        /// The step, e.g. "create folder".
+        step: &'static str,
+        /// The path it was applied to.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Writing the command's output failed.
+    #[error("failed to write output")]
+    Output(#[source] io::Error),
+}
+
+impl Error {
+    /// True when the error means the installer's bytes are damaged or incomplete (exit code
+    /// 3), including damage found while extracting or verifying.
+    pub fn is_corrupt(&self) -> bool {
+        match self {
+            Error::Payload(e) | Error::Content { source: e, .. } => e.is_corrupt(),
+            Error::Damaged { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// True when the output pipe was closed by the reader (`list | head`): not a failure.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, Error::Output(e) if e.kind() == io::ErrorKind::BrokenPipe)
+    }
+
+    /// Adapter for `map_err`: a failed filesystem `step` on `path`.
+    pub(crate) fn fs(step: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Fs { step, path, source }
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Output(e.into())
+    }
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

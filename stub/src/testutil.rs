@@ -1,0 +1,163 @@
+//! Test helpers: source trees and in-memory installers built from them.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use airlock_payload::{write_installer, BlobInput, BuildInfo, Entry, EntryKind, Sha256Digest, WriteOptions};
+use tempfile::TempDir;
+
+/// The mtime the test installers record.
+pub const MTIME: u64 = 1_600_000_000;
+
+/// Bytes that do not compress, from a simple seeded generator.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// A small tree with every entry type:
+///
+/// ```text
+/// bin/ 0755          bin/tool 0755 (10 kB)   bin/link -> tool   bin/twin = hardlink of bin/tool
+/// big/data.bin 0644 (5 MiB + 3, spans two frames)
+/// deep/a/b/c/leaf.txt 0640
+/// etc/ 0750          etc/conf 0600           etc/copy (same bytes as conf)   etc/empty (0 bytes)
+/// ro/ 0555           ro/inside.txt 0444
+/// ```
+pub fn sample_tree() -> TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let file = |rel: &str, data: &[u8], mode: u32| {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, data).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+    };
+    file("bin/tool", &noise(1, 10_000), 0o755);
+    symlink("tool", root.join("bin/link")).unwrap();
+    fs::hard_link(root.join("bin/tool"), root.join("bin/twin")).unwrap();
+    file("big/data.bin", &noise(2, (5 << 20) + 3), 0o644);
+    file("deep/a/b/c/leaf.txt", b"leaf\n", 0o640);
+    file("etc/conf", b"key = value\n", 0o600);
+    file("etc/copy", b"key = value\n", 0o600);
+    file("etc/empty", b"", 0o644);
+    file("ro/inside.txt", b"read only\n", 0o444);
+    fs::set_permissions(root.join("etc"), fs::Permissions::from_mode(0o750)).unwrap();
+    fs::set_permissions(root.join("ro"), fs::Permissions::from_mode(0o555)).unwrap();
+    dir
+}
+
+/// Walks `root` (symlinks not followed) into index entries and blobs in first-use order,
+/// the way the builder does.
+pub fn entries_from_tree(root: &Path) -> (Vec<Entry>, Vec<BlobInput>) {
+    let mut paths = Vec::new();
+    collect(root, "", &mut paths);
+    paths.sort();
+    let mut entries = Vec::new();
+    let mut blobs: Vec<BlobInput> = Vec::new();
+    let mut inodes: HashMap<(u64, u64), String> = HashMap::new();
+    for rel in paths {
+        let full = root.join(&rel);
+        let meta = fs::symlink_metadata(&full).unwrap();
+        let mode = meta.mode() & 0o7777;
+        let kind = if meta.is_dir() {
+            EntryKind::Dir
+        } else if meta.file_type().is_symlink() {
+            EntryKind::Symlink {
+                target: fs::read_link(&full).unwrap().to_str().unwrap().to_owned(),
+            }
+        } else if let Some(first) = inodes.get(&(meta.dev(), meta.ino())) {
+            EntryKind::Hardlink {
+                target: first.clone().try_into().unwrap(),
+            }
+        } else {
+            inodes.insert((meta.dev(), meta.ino()), rel.clone());
+            let data = fs::read(&full).unwrap();
+            let digest = Sha256Digest::of(&data);
+            if !data.is_empty() && !blobs.iter().any(|b| b.digest == digest) {
+                blobs.push(BlobInput {
+                    digest,
+                    size: data.len() as u64,
+                    precompressed: false,
+                    name: rel.clone(),
+                    source: Box::new(data.clone()),
+                });
+            }
+            EntryKind::File {
+                size: data.len() as u64,
+                digest,
+            }
+        };
+        entries.push(Entry {
+            path: rel.try_into().unwrap(),
+            mode,
+            kind,
+        });
+    }
+    (entries, blobs)
+}
+
+fn collect(root: &Path, rel: &str, out: &mut Vec<String>) {
+    for child in fs::read_dir(root.join(rel)).unwrap() {
+        let child = child.unwrap();
+        let name = child.file_name().into_string().unwrap();
+        let child_rel = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+        if child.file_type().unwrap().is_dir() {
+            collect(root, &child_rel, out);
+        }
+        out.push(child_rel);
+    }
+}
+
+/// An installer (5000 zero bytes as the stub) holding the tree at `root`.
+pub fn installer_from_tree(root: &Path) -> Vec<u8> {
+    installer_with_stub(root, &[0u8; 5000])
+}
+
+/// An installer with `stub` as its program part, holding the tree at `root`.
+pub fn installer_with_stub(root: &Path, stub: &[u8]) -> Vec<u8> {
+    let (entries, blobs) = entries_from_tree(root);
+    let info = BuildInfo {
+        name: "demo".into(),
+        version: "1.0".into(),
+        platform: "linux/amd64".into(),
+        created: MTIME,
+        mtime: MTIME,
+        builder: "airlock-stub tests".into(),
+    };
+    let mut out = std::io::Cursor::new(Vec::new());
+    write_installer(&mut out, stub, &info, blobs, entries, WriteOptions::default(), &|_| {}).unwrap();
+    out.into_inner()
+}
+
+/// Flips one byte inside frame `frame` of the installer in `bytes`.
+pub fn damage_frame(bytes: &mut [u8], frame: usize) {
+    let (start, len) = {
+        let installer = airlock_payload::Installer::open(bytes, None).unwrap();
+        let payload = installer.load_index().unwrap();
+        let stored = payload.frame_stored(frame);
+        (stored.as_ptr() as usize - bytes.as_ptr() as usize, stored.len())
+    };
+    bytes[start + len / 2] ^= 0x40;
+}
+
+/// Makes every folder under `root` owner-writable so a `TempDir` can delete it.
+pub fn make_removable(root: &Path) {
+    if let Ok(meta) = fs::symlink_metadata(root) {
+        if meta.is_dir() {
+            let _ = fs::set_permissions(root, fs::Permissions::from_mode(0o755));
+            for child in fs::read_dir(root).unwrap().flatten() {
+                make_removable(&child.path());
+            }
+        }
+    }
+}
