@@ -289,15 +289,14 @@ impl<'a> Payload<'a> {
     }
 
     /// Checks every frame (in parallel), and with `deep` also decodes every blob and checks
-    /// its content digest. `progress` gets the stored bytes checked so far.
-    pub fn verify(&self, deep: bool, progress: &(dyn Fn(u64) + Sync)) -> VerifyReport {
-        let done = std::sync::atomic::AtomicU64::new(0);
+    /// its content digest. `checked` is called with each frame's stored bytes once they are
+    /// checked (for progress, or to release mapped pages).
+    pub fn verify(&self, deep: bool, checked: &(dyn Fn(&'a [u8]) + Sync)) -> VerifyReport {
         let mut damaged: Vec<(usize, Error)> = (0..self.index.frames().len())
             .into_par_iter()
             .filter_map(|i| {
                 let r = self.check_frame(i);
-                let n = done.fetch_add(self.index.frames()[i].stored_len, std::sync::atomic::Ordering::Relaxed);
-                progress(n + self.index.frames()[i].stored_len);
+                checked(self.frame_stored(i));
                 r.err().map(|e| (i, e))
             })
             .collect();

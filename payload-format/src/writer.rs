@@ -4,9 +4,9 @@
 //! frame never holds more than [`FRAME_SIZE`] decoded bytes.
 
 use std::io::{self, Seek, SeekFrom, Write};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Condvar, Mutex};
 
-use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
 use crate::index::{Blob, Codec, Entry, EntryKind, Frame, Index, Meta};
@@ -16,7 +16,7 @@ use crate::{Error, Result, Sha256Digest};
 /// Decoded size of a full frame.
 pub const FRAME_SIZE: u64 = 4 << 20;
 /// Blobs smaller than this share frames with their neighbours.
-pub const SOLID_THRESHOLD: u64 = 1 << 20;
+pub const SOLID_THRESHOLD: u64 = 4 << 20;
 /// Bytes of a frame compressed as a probe before deciding whether to compress at all.
 const PROBE_LEN: usize = 64 << 10;
 
@@ -105,6 +105,9 @@ struct PlannedFrame {
     pieces: Vec<Piece>,
     raw_len: u64,
     precompressed: bool,
+    /// Several small blobs packed together: always compressed (a probe of one part says
+    /// little about the rest), unlike a piece of one large blob.
+    solid: bool,
 }
 
 /// Lays blobs into the raw stream in the given order and cuts it into frames (SPEC.md,
@@ -121,7 +124,7 @@ fn plan_frames(blobs: &[BlobInput]) -> (Vec<PlannedFrame>, Vec<u64>) {
         if solid {
             let fits = solid_open && frames.last().is_some_and(|f| f.raw_len + b.size <= FRAME_SIZE);
             if !fits {
-                frames.push(PlannedFrame { pieces: Vec::new(), raw_len: 0, precompressed: false });
+                frames.push(PlannedFrame { pieces: Vec::new(), raw_len: 0, precompressed: false, solid: true });
                 solid_open = true;
             }
             let f = frames.last_mut().expect("pushed above");
@@ -136,6 +139,7 @@ fn plan_frames(blobs: &[BlobInput]) -> (Vec<PlannedFrame>, Vec<u64>) {
                     pieces: vec![Piece { blob: i, offset: off, len }],
                     raw_len: len,
                     precompressed: b.precompressed,
+                    solid: false,
                 });
                 off += len;
             }
@@ -145,13 +149,15 @@ fn plan_frames(blobs: &[BlobInput]) -> (Vec<PlannedFrame>, Vec<u64>) {
 }
 
 /// Encodes one frame: raw when it is precompressed or does not compress, zstd otherwise.
-pub fn encode_frame(raw: Vec<u8>, precompressed: bool, level: i32) -> Result<(Frame, Vec<u8>)> {
+/// `precompressed` content is stored raw; other content is probed first (a 64 KiB sample)
+/// unless `solid`, and stored raw when compression would not save at least 5%.
+pub fn encode_frame(raw: Vec<u8>, precompressed: bool, solid: bool, level: i32) -> Result<(Frame, Vec<u8>)> {
     let raw_len = raw.len() as u64;
     let make = |codec, stored: Vec<u8>| {
         let frame = Frame { codec, stored_len: stored.len() as u64, raw_len, sha256: Sha256Digest::of(&stored) };
         (frame, stored)
     };
-    if !precompressed && worth_compressing(&raw, level)? {
+    if !precompressed && (solid || worth_compressing(&raw, level)?) {
         let z = zstd::bulk::compress(&raw, level).map_err(Error::io("compress a frame"))?;
         if z.len() < raw.len() {
             return Ok(make(Codec::Zstd, z));
@@ -197,6 +203,74 @@ impl<W: Write> HashingWriter<'_, W> {
     }
 }
 
+/// Compresses `plan`'s frames on every core and hands them to `sink` in plan order.
+/// At most `WINDOW_PER_THREAD * threads` frames are in memory at once (each at most
+/// [`FRAME_SIZE`] decoded plus its stored form), whatever the payload's size.
+fn compress_in_order(
+    plan: &[PlannedFrame],
+    blobs: &[BlobInput],
+    level: i32,
+    mut sink: impl FnMut(Frame, Vec<u8>) -> Result<()>,
+) -> Result<()> {
+    const WINDOW_PER_THREAD: usize = 2;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let window = threads * WINDOW_PER_THREAD;
+    let next = AtomicUsize::new(0);
+    // Frames written so far, and whether the writer gave up; workers wait on it to stay
+    // within the window.
+    let state = Mutex::new((0usize, false));
+    let moved = Condvar::new();
+    std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) = mpsc::channel::<(usize, Result<(Frame, Vec<u8>)>)>();
+        for _ in 0..threads {
+            let tx = tx.clone();
+            let (next, state, moved) = (&next, &state, &moved);
+            scope.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= plan.len() {
+                    return;
+                }
+                {
+                    let mut st = state.lock().expect("writer state lock");
+                    while i >= st.0 + window && !st.1 {
+                        st = moved.wait(st).expect("writer state lock");
+                    }
+                    if st.1 {
+                        return;
+                    }
+                }
+                let p = &plan[i];
+                let encoded = gather(p, blobs).and_then(|raw| encode_frame(raw, p.precompressed, p.solid, level));
+                if tx.send((i, encoded)).is_err() {
+                    return;
+                }
+            });
+        }
+        drop(tx);
+        let mut pending = std::collections::BTreeMap::new();
+        let mut cursor = 0usize;
+        let result = (|| {
+            for (i, encoded) in &rx {
+                pending.insert(i, encoded?);
+                while let Some((frame, stored)) = pending.remove(&cursor) {
+                    sink(frame, stored)?;
+                    cursor += 1;
+                    state.lock().expect("writer state lock").0 = cursor;
+                    moved.notify_all();
+                }
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            state.lock().expect("writer state lock").1 = true;
+            moved.notify_all();
+        }
+        drop(rx);
+        result
+    })?;
+    Ok(())
+}
+
 /// Writes a complete installer to `out`: `stub`, then the payload built from `blobs`
 /// (in the order given; the caller sorts them by first use) and `entries` (sorted by path).
 /// `progress` is called with the number of decoded bytes finished so far.
@@ -228,43 +302,21 @@ pub fn write_installer<W: Write + Seek + Send>(
     out.write_all(&[0u8; HEADER_LEN as usize]).map_err(Error::io("write the header"))?;
     let stub_sha256 = Sha256Digest(stub_hasher.finalize().into());
 
-    // Frames: a pool compresses batches while this thread writes the previous batch.
-    let threads = rayon::current_num_threads().max(1);
-    let batch = threads * 4;
+    // Frames: workers compress frames in any order; this thread writes them in order.
     let mut frames: Vec<Frame> = Vec::with_capacity(plan.len());
-    let mut frames_len = 0u64;
-    let mut done = 0u64;
-    std::thread::scope(|scope| -> Result<()> {
-        let (tx, rx) = mpsc::sync_channel::<Result<Vec<(Frame, Vec<u8>)>>>(1);
-        let level = opts.level;
-        let (plan, blobs) = (&plan, &blobs);
-        scope.spawn(move || {
-            for chunk in plan.chunks(batch) {
-                let encoded: Result<Vec<_>> = chunk
-                    .par_iter()
-                    .map(|p| encode_frame(gather(p, blobs)?, p.precompressed, level))
-                    .collect();
-                let failed = encoded.is_err();
-                if tx.send(encoded).is_err() || failed {
-                    return;
-                }
-            }
-        });
-        for encoded in rx {
-            for (frame, stored) in encoded? {
-                out.write_all(&stored).map_err(Error::io("write a frame"))?;
-                frames_len += frame.stored_len;
-                done += frame.raw_len;
-                frames.push(frame);
-            }
-            progress(done);
-        }
+    let (mut frames_len, mut done) = (0u64, 0u64);
+    compress_in_order(&plan, &blobs, opts.level, |frame, stored| {
+        out.write_all(&stored).map_err(Error::io("write a frame"))?;
+        frames_len += frame.stored_len;
+        done += frame.raw_len;
+        frames.push(frame);
+        progress(done);
         Ok(())
     })?;
     if frames.len() != plan.len() {
         return Err(Error::Io {
             context: "compress the payload".into(),
-            source: io::Error::other("the compression thread stopped early"),
+            source: io::Error::other("a compression worker stopped early"),
         });
     }
 
@@ -376,10 +428,10 @@ mod tests {
                 x as u8
             })
             .collect();
-        let (frame, stored) = encode_frame(noise.clone(), false, 3).unwrap();
+        let (frame, stored) = encode_frame(noise.clone(), false, false, 3).unwrap();
         assert_eq!(frame.codec, Codec::Raw);
         assert_eq!(stored, noise);
-        let (frame, stored) = encode_frame(vec![b'a'; 1 << 20], false, 3).unwrap();
+        let (frame, stored) = encode_frame(vec![b'a'; 1 << 20], false, false, 3).unwrap();
         assert_eq!(frame.codec, Codec::Zstd);
         assert!(stored.len() < 1000);
         assert_eq!(frame.sha256, Sha256Digest::of(&stored));
@@ -387,7 +439,7 @@ mod tests {
 
     #[test]
     fn precompressed_frames_are_never_recompressed() {
-        let (frame, _) = encode_frame(vec![0; 1 << 20], true, 3).unwrap();
+        let (frame, _) = encode_frame(vec![0; 1 << 20], true, false, 3).unwrap();
         assert_eq!(frame.codec, Codec::Raw);
     }
 }

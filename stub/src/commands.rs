@@ -18,7 +18,7 @@ use crate::{list, verify, Error, Result};
 /// `out`. `program` is how the user called us, for usage lines.
 pub fn run(cli: &Cli, program: &str, out: &mut dyn Write) -> Result<()> {
     let file = InstallerFile::open_self()?;
-    run_on(cli, file.bytes(), file.elf_end(), file.path(), program, out)
+    run_on(cli, file.bytes(), file.elf_end(), file.path(), program, &|part| file.release(part), out)
 }
 
 /// Runs `cli` against the installer in `bytes` (the whole file, opened from `path`).
@@ -28,6 +28,7 @@ pub fn run_on(
     elf_end: Option<u64>,
     path: &Path,
     program: &str,
+    release: &(dyn Fn(&[u8]) + Sync),
     out: &mut dyn Write,
 ) -> Result<()> {
     let installer = Installer::open(bytes, elf_end)?;
@@ -51,7 +52,7 @@ pub fn run_on(
         }
         Some(Command::Verify(a)) => {
             let bar = bytes_bar(0, "verify", cli.quiet);
-            verify::verify(&installer, a.deep, &bar, out).map(|_| ())
+            verify::verify(&installer, a.deep, &bar, release, out).map(|_| ())
         }
         Some(Command::Extract(a)) => {
             let payload = installer.load_index()?;
@@ -61,6 +62,7 @@ pub fn run_on(
                 paths: &a.paths,
                 space: &Statvfs,
                 bar: &bar,
+                release,
             };
             let summary = extract(&installer, &payload, &opts)?;
             if !cli.quiet {
@@ -88,7 +90,7 @@ mod tests {
     fn run_args(bytes: &[u8], args: &[&str]) -> (Result<()>, String) {
         let cli = Cli::try_parse_from(std::iter::once("demo.run").chain(args.iter().copied())).unwrap();
         let mut out = Vec::new();
-        let r = run_on(&cli, bytes, None, Path::new("demo.run"), "./demo.run", &mut out);
+        let r = run_on(&cli, bytes, None, Path::new("demo.run"), "./demo.run", &|_| {}, &mut out);
         (r, String::from_utf8(out).unwrap())
     }
 

@@ -37,7 +37,7 @@
 //! let dir = tempfile::tempdir()?;
 //! let target = dir.path().join("out");
 //! let bar = indicatif::ProgressBar::hidden();
-//! let opts = ExtractOptions { target: &target, paths: &[], space: &airlock_stub::sys::Statvfs, bar: &bar };
+//! let opts = ExtractOptions { target: &target, paths: &[], space: &airlock_stub::sys::Statvfs, bar: &bar, release: &|_| {} };
 //! let summary = extract(&installer, &payload, &opts)?;
 //! assert_eq!(summary.files, 1);
 //! assert_eq!(std::fs::read(target.join("etc/motd"))?, b"hello\n");

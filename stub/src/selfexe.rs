@@ -10,7 +10,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use memmap2::Mmap;
+use memmap2::{Mmap, UncheckedAdvice};
 
 use crate::{Error, Result};
 
@@ -88,6 +88,32 @@ impl InstallerFile {
     /// The whole file.
     pub fn bytes(&self) -> &[u8] {
         &self.map
+    }
+
+    /// Drops the pages of `part` (a sub-slice of [`InstallerFile::bytes`]) from this
+    /// process's resident memory once a command is done with them; they stay in the page
+    /// cache, so a later read is cheap. Keeps peak RSS flat while a multi-GB installer is
+    /// verified or extracted. Parts outside the map are ignored; failures only cost memory.
+    pub fn release(&self, part: &[u8]) {
+        const PAGE: usize = 4096;
+        let base = self.map.as_ptr() as usize;
+        let start = part.as_ptr() as usize;
+        if start < base || start + part.len() > base + self.map.len() {
+            return;
+        }
+        // Only whole pages inside `part`: a neighbour's bytes may still be in use.
+        let first = (start - base).div_ceil(PAGE) * PAGE;
+        let end = (start - base + part.len()) / PAGE * PAGE;
+        if end <= first {
+            return;
+        }
+        // SAFETY: the map is read-only and private and was never written, so MADV_DONTNEED
+        // only removes page-table entries: the next access faults the same file bytes back
+        // in from the page cache. No reference sees memory change or vanish.
+        let advised = unsafe { self.map.unchecked_advise_range(UncheckedAdvice::DontNeed, first, end - first) };
+        if let Err(e) = advised {
+            tracing::debug!("failed to release mapped pages: {e}");
+        }
     }
 
     /// Where the stub's ELF image ends, if the file starts with a parsable ELF.

@@ -22,7 +22,16 @@ pub struct VerifySummary {
 /// Checks the stub, the index and every frame (in parallel; with `deep` also every blob's
 /// content digest). Fails with [`Error::Damaged`] listing every damaged item, each naming
 /// what it affects; prints `ok: ...` to `out` when all is well.
-pub fn verify(installer: &Installer<'_>, deep: bool, bar: &ProgressBar, out: &mut dyn Write) -> Result<VerifySummary> {
+///
+/// `release` is called with each frame's bytes once checked, so a mapped file's pages can be
+/// dropped from resident memory as the check moves on.
+pub fn verify(
+    installer: &Installer<'_>,
+    deep: bool,
+    bar: &ProgressBar,
+    release: &(dyn Fn(&[u8]) + Sync),
+    out: &mut dyn Write,
+) -> Result<VerifySummary> {
     let mut damaged = Vec::new();
     if let Err(e) = installer.verify_stub() {
         damaged.push(e);
@@ -42,7 +51,10 @@ pub fn verify(installer: &Installer<'_>, deep: bool, bar: &ProgressBar, out: &mu
     };
     if let Some(payload) = &payload {
         bar.set_length(payload.index().stored_len());
-        let report = payload.verify(deep, &|n| bar.set_position(n));
+        let report = payload.verify(deep, &|stored| {
+            bar.inc(stored.len() as u64);
+            release(stored);
+        });
         bar.finish_and_clear();
         summary.frames = report.frames;
         summary.bytes = report.bytes;
@@ -83,7 +95,7 @@ mod tests {
         let bytes = sample_bytes();
         let installer = Installer::open(&bytes, None).unwrap();
         let mut out = Vec::new();
-        let summary = verify(&installer, true, &ProgressBar::hidden(), &mut out).unwrap();
+        let summary = verify(&installer, true, &ProgressBar::hidden(), &|_| {}, &mut out).unwrap();
         assert_eq!(summary.frames as u64, installer.meta().frame_count);
         assert!(summary.frames >= 2, "the 5 MiB file spans frames");
         let text = String::from_utf8(out).unwrap();
@@ -96,7 +108,7 @@ mod tests {
         damage_frame(&mut bytes, 0);
         let installer = Installer::open(&bytes, None).unwrap();
         let mut out = Vec::new();
-        let err = verify(&installer, false, &ProgressBar::hidden(), &mut out).unwrap_err();
+        let err = verify(&installer, false, &ProgressBar::hidden(), &|_| {}, &mut out).unwrap_err();
         assert!(matches!(err, Error::Damaged { ref items } if items.len() == 1), "{err}");
         assert!(err.is_corrupt());
         assert!(out.is_empty(), "nothing is printed as ok");
@@ -113,7 +125,7 @@ mod tests {
         damage_frame(&mut bytes, 1);
         let installer = Installer::open(&bytes, None).unwrap();
         let mut out = Vec::new();
-        let err = verify(&installer, false, &ProgressBar::hidden(), &mut out).unwrap_err();
+        let err = verify(&installer, false, &ProgressBar::hidden(), &|_| {}, &mut out).unwrap_err();
         assert!(matches!(err, Error::Damaged { ref items } if items.len() == 2), "{err}");
         let text = err.to_string();
         assert!(text.contains("stub"), "{text}");

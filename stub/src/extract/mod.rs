@@ -63,6 +63,9 @@ pub struct ExtractOptions<'a> {
     pub space: &'a dyn SpaceProbe,
     /// Progress by bytes written; its length is set here.
     pub bar: &'a ProgressBar,
+    /// Called with each frame's stored bytes once decoded, so a mapped installer's pages
+    /// can leave resident memory (see `InstallerFile::release`); `&|_| {}` otherwise.
+    pub release: &'a (dyn Fn(&[u8]) + Sync),
 }
 
 /// What an extract did.
@@ -104,7 +107,7 @@ fn extract_items(
     let root = staging.path.as_path();
     tracing::debug!(staging = %root.display(), entries = items.len(), "staging");
     create_entries(items, root)?;
-    let (frames_decoded, bytes) = write_content(payload, items, root, opts.bar)?;
+    let (frames_decoded, bytes) = write_content(payload, items, root, opts)?;
     let mtime = UNIX_EPOCH + Duration::from_secs(installer.meta().mtime);
     finish_entries(items, root, mtime)?;
     place::move_into_place(root, target, mtime)?;
@@ -257,7 +260,13 @@ struct Slice {
 
 /// Step 3: decode every needed frame once (in parallel) and write its slices. Returns the
 /// number of frames decoded and the bytes written.
-fn write_content(payload: &Payload<'_>, items: &[Item<'_>], root: &Path, bar: &ProgressBar) -> Result<(usize, u64)> {
+fn write_content(
+    payload: &Payload<'_>,
+    items: &[Item<'_>],
+    root: &Path,
+    opts: &ExtractOptions<'_>,
+) -> Result<(usize, u64)> {
+    let bar = opts.bar;
     let index = payload.index();
     let mut by_frame: BTreeMap<usize, Vec<Slice>> = BTreeMap::new();
     let mut total = 0u64;
@@ -295,6 +304,7 @@ fn write_content(payload: &Payload<'_>, items: &[Item<'_>], root: &Path, bar: &P
             entries: names(items, slices),
             source,
         })?;
+        (opts.release)(payload.frame_stored(*frame));
         decoded.fetch_add(1, Ordering::Relaxed);
         for s in slices {
             let p = root.join(items[s.item].path());

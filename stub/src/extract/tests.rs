@@ -25,6 +25,7 @@ fn run_with(bytes: &[u8], target: &Path, names: &[&str], space: &dyn SpaceProbe)
             paths: &paths,
             space,
             bar: &bar,
+            release: &|_| {},
         },
     )
 }
