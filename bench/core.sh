@@ -138,6 +138,9 @@ measure() {
     local times=() rss=() i
     for ((i = 0; i < RUNS; i++)); do
         $prep
+        # Start every run with no dirty pages: otherwise a run pays for the writeback of the
+        # one before it, and whichever tool runs later looks slower.
+        sync
         if ! "$GNU_TIME" -f '%e %M' -o time.out "$@" >cmd.log 2>&1; then
             cat cmd.log >&2
             die "command failed: $*"
@@ -150,13 +153,16 @@ measure() {
     LAST_RSS_KIB=$(median "${rss[@]}")
 }
 
-# info_ms CMD...: median wall time of INFO_RUNS runs in milliseconds.
+# info_ms CMD...: median wall time of INFO_RUNS runs in milliseconds. EXPECT_RC (default 0)
+# is the exit code the command must return.
 info_ms() {
-    local samples=() i t0 t1
+    local samples=() i t0 t1 rc
     for ((i = 0; i < INFO_RUNS; i++)); do
         t0=$(date +%s%N)
-        "$@" >/dev/null 2>&1 || die "command failed: $*"
+        rc=0
+        "$@" >/dev/null 2>&1 || rc=$?
         t1=$(date +%s%N)
+        [[ $rc == "${EXPECT_RC:-0}" ]] || die "command exited $rc, expected ${EXPECT_RC:-0}: $*"
         samples+=("$(( (t1 - t0) / 1000 ))")
     done
     calc "round($(median "${samples[@]}") / 1000, 2)"
@@ -230,6 +236,11 @@ EOF
     RES[airlock.verify]=$LAST_S RES[airlock.verify_rss]=$(mib "$LAST_RSS_KIB")
     log "airlock: info x$INFO_RUNS"
     RES[airlock.info]=$(info_ms ./bench.run info)
+    log "airlock: info of a copy truncated to half its size x$INFO_RUNS (must exit 3)"
+    head -c "$(( $(stat -c %s bench.run) / 2 ))" bench.run > truncated.run
+    chmod 755 truncated.run
+    RES[airlock.truncated]=$(EXPECT_RC=3 info_ms ./truncated.run info)
+    rm -f truncated.run
     rm -rf out
 fi
 
@@ -297,6 +308,7 @@ report() {
     target "airlock extract / zstd-tar extract" airlock.extract tarzstd.extract 0.6
     target "airlock verify / makeself check" airlock.verify makeself.verify 0.3
     target_abs "airlock info ms" airlock.info 10
+    target_abs "airlock truncated-file error ms" airlock.truncated 50
     local peak=-
     if [[ -n ${RES[airlock.build_rss]:-} ]]; then
         peak=$(calc "max(${RES[airlock.build_rss]}, ${RES[airlock.extract_rss]}, ${RES[airlock.verify_rss]})")
