@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use airlock_payload::{
-    write_installer, BlobInput, BlobSource, BuildInfo, Entry, EntryKind, EntryPath, Sha256Digest, WriteOptions,
-    WriteSummary,
+    write_installer, BlobInput, BlobSource, BuildInfo, Entry, EntryKind, EntryPath,
+    PayloadContents, Sha256Digest, WriteOptions, WriteSummary,
 };
 use rayon::prelude::*;
 
@@ -129,9 +129,13 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
         Some(p) => p.clone(),
         None => default_stub()?,
     };
-    let stub = fs::read(&stub_path).map_err(io_err(format!("read stub {}", stub_path.display())))?;
-    let info = stubcheck::check_stub(&stub, spec.platform.arch())
-        .map_err(|source| Error::BadStub { path: stub_path.clone(), source })?;
+    let stub =
+        fs::read(&stub_path).map_err(io_err(format!("read stub {}", stub_path.display())))?;
+    let info =
+        stubcheck::check_stub(&stub, spec.platform.arch()).map_err(|source| Error::BadStub {
+            path: stub_path.clone(),
+            source,
+        })?;
     if info.elf_end != stub.len() as u64 {
         return Err(Error::StubHasPayload(stub_path));
     }
@@ -148,7 +152,10 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
     let tmp = tempfile::Builder::new()
         .prefix(".airlock-build-")
         .tempfile_in(&out_dir)
-        .map_err(io_err(format!("create a temporary file in {}", out_dir.display())))?;
+        .map_err(io_err(format!(
+            "create a temporary file in {}",
+            out_dir.display()
+        )))?;
     let build_info = BuildInfo {
         name: spec.name.to_string(),
         version: spec.version.to_string(),
@@ -159,27 +166,44 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
     };
     let total: u64 = blobs.iter().map(|b| b.size).sum();
     let bar = Progress::bytes(plan.progress, "packing", total);
-    let mut writer = BufWriter::with_capacity(1 << 20, tmp.as_file().try_clone().map_err(io_err("open the output"))?);
+    let mut writer = BufWriter::with_capacity(
+        1 << 20,
+        tmp.as_file()
+            .try_clone()
+            .map_err(io_err("open the output"))?,
+    );
     let summary: WriteSummary = write_installer(
         &mut writer,
         &stub,
         &build_info,
-        blobs,
-        entries,
+        PayloadContents {
+            blobs,
+            entries,
+            images: Vec::new(),
+        },
         WriteOptions { level: plan.level },
         &|done| bar.set(done),
     )?;
     drop(writer);
     bar.finish();
-    tmp.as_file().set_permissions(fs::Permissions::from_mode(0o755)).map_err(io_err("make the installer executable"))?;
-    tmp.as_file().sync_all().map_err(io_err("flush the installer to disk"))?;
-    tmp.persist(&plan.output)
-        .map_err(|e| Error::Io { context: format!("move the installer to {}", plan.output.display()), source: e.error })?;
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(0o755))
+        .map_err(io_err("make the installer executable"))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(io_err("flush the installer to disk"))?;
+    tmp.persist(&plan.output).map_err(|e| Error::Io {
+        context: format!("move the installer to {}", plan.output.display()),
+        source: e.error,
+    })?;
 
     // Read the result back through the reader: a writer bug shows here, not on a field site.
     let summary_back = inspect(&plan.output)?;
     debug_assert_eq!(summary_back.payload_offset, summary.payload_offset);
-    Ok(BuildReport { output: plan.output.clone(), summary: summary_back })
+    Ok(BuildReport {
+        output: plan.output.clone(),
+        summary: summary_back,
+    })
 }
 
 /// A file's content as the writer reads it, refusing to pack a file that changed since it
@@ -218,9 +242,11 @@ fn hash_tree(sources: &[SourceEntry], progress: bool) -> Result<(Vec<Entry>, Vec
         .map(|s| match &s.kind {
             SourceKind::File { src, .. } => {
                 let f = File::open(src).map_err(io_err(format!("open {}", src.display())))?;
-                let md = f.metadata().map_err(io_err(format!("inspect {}", src.display())))?;
-                let (digest, n) =
-                    Sha256Digest::of_reader(&f).map_err(io_err(format!("read {}", src.display())))?;
+                let md = f
+                    .metadata()
+                    .map_err(io_err(format!("inspect {}", src.display())))?;
+                let (digest, n) = Sha256Digest::of_reader(&f)
+                    .map_err(io_err(format!("read {}", src.display())))?;
                 if n != md.len() || f.metadata().map(|m| m.mtime()).ok() != Some(md.mtime()) {
                     return Err(Error::SourceChanged(src.clone()));
                 }
@@ -236,14 +262,20 @@ fn hash_tree(sources: &[SourceEntry], progress: bool) -> Result<(Vec<Entry>, Vec
     let mut blobs: Vec<BlobInput> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (s, h) in sources.iter().zip(hashed) {
-        let path = EntryPath::try_from(s.path.clone())
-            .map_err(|e| Error::Io { context: "name an entry".into(), source: io::Error::other(e) })?;
+        let path = EntryPath::try_from(s.path.clone()).map_err(|e| Error::Io {
+            context: "name an entry".into(),
+            source: io::Error::other(e),
+        })?;
         let kind = match (&s.kind, h) {
             (SourceKind::Dir, _) => EntryKind::Dir,
-            (SourceKind::Symlink { target }, _) => EntryKind::Symlink { target: target.clone() },
+            (SourceKind::Symlink { target }, _) => EntryKind::Symlink {
+                target: target.clone(),
+            },
             (SourceKind::Hardlink { target }, _) => EntryKind::Hardlink {
-                target: EntryPath::try_from(target.clone())
-                    .map_err(|e| Error::Io { context: "name a hardlink".into(), source: io::Error::other(e) })?,
+                target: EntryPath::try_from(target.clone()).map_err(|e| Error::Io {
+                    context: "name a hardlink".into(),
+                    source: io::Error::other(e),
+                })?,
             },
             (SourceKind::File { src, .. }, Some((digest, size, mtime))) => {
                 if size > 0 && seen.insert(digest) {
@@ -252,14 +284,22 @@ fn hash_tree(sources: &[SourceEntry], progress: bool) -> Result<(Vec<Entry>, Vec
                         size,
                         precompressed: false,
                         name: src.display().to_string(),
-                        source: Box::new(FileSource { path: src.clone(), size, mtime }),
+                        source: Box::new(FileSource {
+                            path: src.clone(),
+                            size,
+                            mtime,
+                        }),
                     });
                 }
                 EntryKind::File { size, digest }
             }
             (SourceKind::File { .. }, None) => unreachable!("every file was hashed"),
         };
-        entries.push(Entry { path, mode: s.mode, kind });
+        entries.push(Entry {
+            path,
+            mode: s.mode,
+            kind,
+        });
     }
     Ok((entries, blobs))
 }
@@ -270,7 +310,8 @@ pub fn inspect(path: &Path) -> Result<airlock_payload::Summary> {
     // SAFETY: a read-only private map of a file we only read; if another process truncates
     // the file while it is mapped, reads past the new end fault (SIGBUS). The builder maps
     // only installers it was asked to inspect and holds no map across user-visible steps.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err(format!("map {}", path.display())))?;
+    let map =
+        unsafe { memmap2::Mmap::map(&file) }.map_err(io_err(format!("map {}", path.display())))?;
     let elf_end = airlock_payload::declared_elf_end(&map);
     let installer = airlock_payload::Installer::open(&map, elf_end)?;
     Ok(installer.summary())

@@ -71,14 +71,25 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(verbose: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if verbose { "debug" } else { "warn" }));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).without_time().init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if verbose { "debug" } else { "warn" })
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
 }
 
 fn run(cli: &Cli) -> Result<(), build::Error> {
     match &cli.command {
-        Command::Build { spec, output, stub, level, json } => {
+        Command::Build {
+            spec,
+            output,
+            stub,
+            level,
+            json,
+        } => {
             let plan = BuildPlan {
                 spec: spec.clone(),
                 output: output.clone(),
@@ -88,7 +99,10 @@ fn run(cli: &Cli) -> Result<(), build::Error> {
             };
             let report = build::build(&plan)?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("report serializes")
+                );
             } else if !cli.quiet {
                 println!("wrote {}\n{}", report.output.display(), report.summary);
             }
@@ -96,7 +110,10 @@ fn run(cli: &Cli) -> Result<(), build::Error> {
         Command::Inspect { file, json } => {
             let summary = build::inspect(file)?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&summary).expect("summary serializes"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&summary).expect("summary serializes")
+                );
             } else {
                 println!("{summary}");
             }

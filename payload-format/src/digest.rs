@@ -37,7 +37,11 @@ impl Sha256Digest {
 
     /// Parses 64 hex characters (no prefix).
     pub fn from_hex(s: &str) -> Result<Self, DigestParseError> {
-        if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if s.len() != 64
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(DigestParseError(s.chars().take(80).collect()));
         }
         let mut out = [0u8; 32];

@@ -29,7 +29,10 @@ pub fn declared_elf_end(bytes: &[u8]) -> Option<u64> {
         }
     }
     if let Ok(shs) = SectionHeader::parse(bytes, h.e_shoff as usize, h.e_shnum as usize, ctx) {
-        for s in shs.iter().filter(|s| s.sh_type != goblin::elf::section_header::SHT_NOBITS) {
+        for s in shs
+            .iter()
+            .filter(|s| s.sh_type != goblin::elf::section_header::SHT_NOBITS)
+        {
             end = end.max(s.sh_offset.checked_add(s.sh_size)?);
         }
     }

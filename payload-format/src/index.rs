@@ -7,6 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::bare_hex;
+use crate::image::Image;
 use crate::Sha256Digest;
 
 /// Largest decoded frame a reader accepts (writers stay at [`crate::FRAME_SIZE`]).
@@ -100,7 +101,10 @@ impl TryFrom<String> for EntryPath {
             None
         };
         match reason {
-            Some(reason) => Err(PathError { path: s.chars().take(200).collect(), reason }),
+            Some(reason) => Err(PathError {
+                path: s.chars().take(200).collect(),
+                reason,
+            }),
             None => Ok(EntryPath(s)),
         }
     }
@@ -191,7 +195,10 @@ impl TryFrom<RawEntry> for Entry {
     type Error = String;
     fn try_from(r: RawEntry) -> Result<Self, String> {
         if r.mode > 0o7777 {
-            return Err(format!("entry {:?} has mode {:o} beyond permission bits", r.path, r.mode));
+            return Err(format!(
+                "entry {:?} has mode {:o} beyond permission bits",
+                r.path, r.mode
+            ));
         }
         let extra = |what: &str| format!("entry {:?} of type {} has a `{what}`", r.path, r.kind);
         let kind = match r.kind.as_str() {
@@ -209,7 +216,10 @@ impl TryFrom<RawEntry> for Entry {
                     return Err(format!("file entry {:?} lacks size or digest", r.path));
                 };
                 if size == 0 && digest != Sha256Digest::empty() {
-                    return Err(format!("empty file entry {:?} has a non-empty digest", r.path));
+                    return Err(format!(
+                        "empty file entry {:?} has a non-empty digest",
+                        r.path
+                    ));
                 }
                 EntryKind::File { size, digest }
             }
@@ -235,7 +245,11 @@ impl TryFrom<RawEntry> for Entry {
                 return Err(format!("entry {:?} has unknown type {other:?}", r.path));
             }
         };
-        Ok(Entry { path: r.path, mode: r.mode, kind })
+        Ok(Entry {
+            path: r.path,
+            mode: r.mode,
+            kind,
+        })
     }
 }
 
@@ -248,7 +262,14 @@ impl From<Entry> for RawEntry {
             EntryKind::Symlink { target } => (None, None, Some(target)),
             EntryKind::Hardlink { target } => (None, None, Some(target.0)),
         };
-        RawEntry { path: e.path, kind, mode: e.mode, size, digest, target }
+        RawEntry {
+            path: e.path,
+            kind,
+            mode: e.mode,
+            size,
+            digest,
+            target,
+        }
     }
 }
 
@@ -260,6 +281,7 @@ pub struct Index {
     frames: Vec<Frame>,
     blobs: Vec<Blob>,
     entries: Vec<Entry>,
+    images: Vec<Image>,
     /// Raw-stream offset where each frame starts, plus the total at the end.
     #[serde(skip)]
     raw_starts: Vec<u64>,
@@ -274,41 +296,62 @@ struct RawIndex {
     frames: Vec<Frame>,
     blobs: Vec<Blob>,
     entries: Vec<Entry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    images: Vec<Image>,
 }
 
 impl TryFrom<RawIndex> for Index {
     type Error = String;
     fn try_from(r: RawIndex) -> Result<Self, String> {
-        Index::new(r.frames, r.blobs, r.entries)
+        Index::new(r.frames, r.blobs, r.entries, r.images)
     }
 }
 
 impl From<Index> for RawIndex {
     fn from(i: Index) -> RawIndex {
-        RawIndex { frames: i.frames, blobs: i.blobs, entries: i.entries }
+        RawIndex {
+            frames: i.frames,
+            blobs: i.blobs,
+            entries: i.entries,
+            images: i.images,
+        }
     }
 }
 
 impl Index {
     /// Builds an index, checking every rule of SPEC.md; the error names the broken rule.
-    pub fn new(frames: Vec<Frame>, blobs: Vec<Blob>, entries: Vec<Entry>) -> Result<Self, String> {
+    pub fn new(
+        frames: Vec<Frame>,
+        blobs: Vec<Blob>,
+        entries: Vec<Entry>,
+        images: Vec<Image>,
+    ) -> Result<Self, String> {
         let mut raw_starts = Vec::with_capacity(frames.len() + 1);
         let mut stored_starts = Vec::with_capacity(frames.len() + 1);
         let (mut raw, mut stored) = (0u64, 0u64);
         for (i, f) in frames.iter().enumerate() {
             if f.raw_len == 0 || f.raw_len > MAX_FRAME_RAW {
-                return Err(format!("frame {i} declares {} decoded bytes (1..=16 MiB allowed)", f.raw_len));
+                return Err(format!(
+                    "frame {i} declares {} decoded bytes (1..=16 MiB allowed)",
+                    f.raw_len
+                ));
             }
             if f.codec == Codec::Raw && f.stored_len != f.raw_len {
-                return Err(format!("raw frame {i} has different stored and decoded lengths"));
+                return Err(format!(
+                    "raw frame {i} has different stored and decoded lengths"
+                ));
             }
             if f.stored_len == 0 {
                 return Err(format!("frame {i} is empty"));
             }
             raw_starts.push(raw);
             stored_starts.push(stored);
-            raw = raw.checked_add(f.raw_len).ok_or("raw stream length overflows")?;
-            stored = stored.checked_add(f.stored_len).ok_or("frames length overflows")?;
+            raw = raw
+                .checked_add(f.raw_len)
+                .ok_or("raw stream length overflows")?;
+            stored = stored
+                .checked_add(f.stored_len)
+                .ok_or("frames length overflows")?;
         }
         raw_starts.push(raw);
         stored_starts.push(stored);
@@ -318,7 +361,10 @@ impl Index {
         }
         let mut spans: Vec<(u64, u64)> = Vec::with_capacity(blobs.len());
         for b in &blobs {
-            let end = b.raw_offset.checked_add(b.size).filter(|&e| e <= raw && b.size > 0);
+            let end = b
+                .raw_offset
+                .checked_add(b.size)
+                .filter(|&e| e <= raw && b.size > 0);
             match end {
                 Some(end) => spans.push((b.raw_offset, end)),
                 None => {
@@ -337,9 +383,13 @@ impl Index {
         if entries.windows(2).any(|w| w[0].path >= w[1].path) {
             return Err("entries are not sorted by path or not unique".into());
         }
-        let by_path: HashMap<&str, usize> =
-            entries.iter().enumerate().map(|(i, e)| (e.path.as_str(), i)).collect();
-        let blob_sizes: HashMap<Sha256Digest, u64> = blobs.iter().map(|b| (b.digest, b.size)).collect();
+        let by_path: HashMap<&str, usize> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.path.as_str(), i))
+            .collect();
+        let blob_sizes: HashMap<Sha256Digest, u64> =
+            blobs.iter().map(|b| (b.digest, b.size)).collect();
         for (i, e) in entries.iter().enumerate() {
             if let Some(parent) = e.path.parent() {
                 match by_path.get(parent).map(|&p| &entries[p].kind) {
@@ -352,18 +402,61 @@ impl Index {
                 EntryKind::File { size, digest } if *size > 0 => match blob_sizes.get(digest) {
                     Some(s) if s == size => {}
                     Some(s) => {
-                        return Err(format!("file {:?} declares {size} bytes but its blob has {s}", e.path))
+                        return Err(format!(
+                            "file {:?} declares {size} bytes but its blob has {s}",
+                            e.path
+                        ))
                     }
-                    None => return Err(format!("file {:?} names a blob {digest} that is not stored", e.path)),
+                    None => {
+                        return Err(format!(
+                            "file {:?} names a blob {digest} that is not stored",
+                            e.path
+                        ))
+                    }
                 },
                 EntryKind::Hardlink { target } => match by_path.get(target.as_str()) {
                     Some(&t) if t < i && matches!(entries[t].kind, EntryKind::File { .. }) => {}
-                    _ => return Err(format!("hardlink {:?} does not name an earlier file", e.path)),
+                    _ => {
+                        return Err(format!(
+                            "hardlink {:?} does not name an earlier file",
+                            e.path
+                        ))
+                    }
                 },
                 _ => {}
             }
         }
-        Ok(Index { frames, blobs, entries, raw_starts, stored_starts })
+        let key = |i: &Image| {
+            (
+                i.registry.clone(),
+                i.repository.clone(),
+                i.tag.clone(),
+                i.digest,
+            )
+        };
+        if images.windows(2).any(|w| key(&w[0]) >= key(&w[1])) {
+            return Err("images are not sorted or not unique".into());
+        }
+        let mut tags = std::collections::HashSet::new();
+        for img in &images {
+            if img.tag.is_some() && !tags.insert((&img.registry, &img.repository, &img.tag)) {
+                return Err(format!("image {img} appears twice with different digests"));
+            }
+            let digests = img.manifests.iter().map(|m| &m.digest).chain(&img.blobs);
+            for d in digests {
+                if !blob_sizes.contains_key(d) {
+                    return Err(format!("image {img} names a blob {d} that is not stored"));
+                }
+            }
+        }
+        Ok(Index {
+            frames,
+            blobs,
+            entries,
+            images,
+            raw_starts,
+            stored_starts,
+        })
     }
 
     /// Frames in file order.
@@ -381,14 +474,25 @@ impl Index {
         &self.entries
     }
 
+    /// Captured images, sorted by registry, repository, tag.
+    pub fn images(&self) -> &[Image] {
+        &self.images
+    }
+
     /// The entry at `path` (relative, no leading `/`).
     pub fn entry(&self, path: &str) -> Option<&Entry> {
-        self.entries.binary_search_by(|e| e.path.as_str().cmp(path)).ok().map(|i| &self.entries[i])
+        self.entries
+            .binary_search_by(|e| e.path.as_str().cmp(path))
+            .ok()
+            .map(|i| &self.entries[i])
     }
 
     /// The blob with `digest`.
     pub fn blob(&self, digest: &Sha256Digest) -> Option<&Blob> {
-        self.blobs.binary_search_by(|b| b.digest.cmp(digest)).ok().map(|i| &self.blobs[i])
+        self.blobs
+            .binary_search_by(|b| b.digest.cmp(digest))
+            .ok()
+            .map(|i| &self.blobs[i])
     }
 
     /// Total decoded length of all frames.
@@ -398,7 +502,10 @@ impl Index {
 
     /// Total stored length of all frames.
     pub fn stored_len(&self) -> u64 {
-        *self.stored_starts.last().expect("one more start than frames")
+        *self
+            .stored_starts
+            .last()
+            .expect("one more start than frames")
     }
 
     /// Where frame `i` starts in the raw stream.
@@ -450,6 +557,9 @@ pub struct Meta {
     pub blob_count: u64,
     /// Number of frames.
     pub frame_count: u64,
+    /// Number of captured images.
+    #[serde(default)]
+    pub images: u64,
 }
 
 #[cfg(test)]
@@ -460,25 +570,52 @@ mod tests {
         Entry {
             path: path.to_owned().try_into().unwrap(),
             mode: 0o644,
-            kind: EntryKind::File { size: data.len() as u64, digest: Sha256Digest::of(data) },
+            kind: EntryKind::File {
+                size: data.len() as u64,
+                digest: Sha256Digest::of(data),
+            },
         }
     }
 
     fn dir(path: &str) -> Entry {
-        Entry { path: path.to_owned().try_into().unwrap(), mode: 0o755, kind: EntryKind::Dir }
+        Entry {
+            path: path.to_owned().try_into().unwrap(),
+            mode: 0o755,
+            kind: EntryKind::Dir,
+        }
     }
 
     fn frame(raw_len: u64) -> Frame {
-        Frame { codec: Codec::Raw, stored_len: raw_len, raw_len, sha256: Sha256Digest::of(b"x") }
+        Frame {
+            codec: Codec::Raw,
+            stored_len: raw_len,
+            raw_len,
+            sha256: Sha256Digest::of(b"x"),
+        }
     }
 
     #[test]
     fn escaping_and_odd_paths_are_rejected() {
-        for bad in ["", "/etc/passwd", "a/../b", "..", "a//b", "./a", "a/", "a\0b"] {
-            assert!(EntryPath::try_from(bad.to_owned()).is_err(), "{bad:?} accepted");
+        for bad in [
+            "",
+            "/etc/passwd",
+            "a/../b",
+            "..",
+            "a//b",
+            "./a",
+            "a/",
+            "a\0b",
+        ] {
+            assert!(
+                EntryPath::try_from(bad.to_owned()).is_err(),
+                "{bad:?} accepted"
+            );
         }
         for good in ["a", "a b/c", "-rf", "naïve/файл", "a/.hidden", "..a"] {
-            assert!(EntryPath::try_from(good.to_owned()).is_ok(), "{good:?} rejected");
+            assert!(
+                EntryPath::try_from(good.to_owned()).is_ok(),
+                "{good:?} rejected"
+            );
         }
     }
 
@@ -487,16 +624,22 @@ mod tests {
         let link = Entry {
             path: "a".to_owned().try_into().unwrap(),
             mode: 0o777,
-            kind: EntryKind::Symlink { target: "/etc".into() },
+            kind: EntryKind::Symlink {
+                target: "/etc".into(),
+            },
         };
-        let err = Index::new(vec![], vec![], vec![link, file("a/passwd", b"")]).unwrap_err();
+        let err =
+            Index::new(vec![], vec![], vec![link, file("a/passwd", b"")], vec![]).unwrap_err();
         assert!(err.contains("non-folder"), "{err}");
     }
 
     #[test]
     fn missing_parent_and_unsorted_entries_are_rejected() {
-        assert!(Index::new(vec![], vec![], vec![file("a/b", b"")]).unwrap_err().contains("parent"));
-        let err = Index::new(vec![], vec![], vec![file("b", b""), file("a", b"")]).unwrap_err();
+        assert!(Index::new(vec![], vec![], vec![file("a/b", b"")], vec![])
+            .unwrap_err()
+            .contains("parent"));
+        let err =
+            Index::new(vec![], vec![], vec![file("b", b""), file("a", b"")], vec![]).unwrap_err();
         assert!(err.contains("sorted"), "{err}");
     }
 
@@ -505,28 +648,51 @@ mod tests {
         let d1 = Sha256Digest::of(b"1");
         let d2 = Sha256Digest::of(b"2");
         let (lo, hi) = if d1 < d2 { (d1, d2) } else { (d2, d1) };
-        let past = vec![Blob { digest: lo, size: 11, raw_offset: 0 }];
-        assert!(Index::new(vec![frame(10)], past, vec![]).unwrap_err().contains("outside"));
+        let past = vec![Blob {
+            digest: lo,
+            size: 11,
+            raw_offset: 0,
+        }];
+        assert!(Index::new(vec![frame(10)], past, vec![], vec![])
+            .unwrap_err()
+            .contains("outside"));
         let overlap = vec![
-            Blob { digest: lo, size: 6, raw_offset: 0 },
-            Blob { digest: hi, size: 6, raw_offset: 4 },
+            Blob {
+                digest: lo,
+                size: 6,
+                raw_offset: 0,
+            },
+            Blob {
+                digest: hi,
+                size: 6,
+                raw_offset: 4,
+            },
         ];
-        assert!(Index::new(vec![frame(10)], overlap, vec![]).unwrap_err().contains("overlap"));
+        assert!(Index::new(vec![frame(10)], overlap, vec![], vec![])
+            .unwrap_err()
+            .contains("overlap"));
     }
 
     #[test]
     fn declared_size_must_match_the_blob() {
         let data = b"tiny";
-        let blob = Blob { digest: Sha256Digest::of(data), size: 4, raw_offset: 0 };
+        let blob = Blob {
+            digest: Sha256Digest::of(data),
+            size: 4,
+            raw_offset: 0,
+        };
         let mut lying = file("f", data);
-        lying.kind = EntryKind::File { size: 10 << 30, digest: Sha256Digest::of(data) };
-        let err = Index::new(vec![frame(4)], vec![blob], vec![lying]).unwrap_err();
+        lying.kind = EntryKind::File {
+            size: 10 << 30,
+            digest: Sha256Digest::of(data),
+        };
+        let err = Index::new(vec![frame(4)], vec![blob], vec![lying], vec![]).unwrap_err();
         assert!(err.contains("declares"), "{err}");
     }
 
     #[test]
     fn huge_frames_are_rejected() {
-        let err = Index::new(vec![frame(MAX_FRAME_RAW + 1)], vec![], vec![]).unwrap_err();
+        let err = Index::new(vec![frame(MAX_FRAME_RAW + 1)], vec![], vec![], vec![]).unwrap_err();
         assert!(err.contains("16 MiB"), "{err}");
     }
 
@@ -535,16 +701,18 @@ mod tests {
         let hl = |t: &str| Entry {
             path: "z".to_owned().try_into().unwrap(),
             mode: 0o644,
-            kind: EntryKind::Hardlink { target: t.to_owned().try_into().unwrap() },
+            kind: EntryKind::Hardlink {
+                target: t.to_owned().try_into().unwrap(),
+            },
         };
-        assert!(Index::new(vec![], vec![], vec![file("a", b""), hl("a")]).is_ok());
-        assert!(Index::new(vec![], vec![], vec![dir("a"), hl("a")]).is_err());
-        assert!(Index::new(vec![], vec![], vec![hl("zz")]).is_err());
+        assert!(Index::new(vec![], vec![], vec![file("a", b""), hl("a")], vec![]).is_ok());
+        assert!(Index::new(vec![], vec![], vec![dir("a"), hl("a")], vec![]).is_err());
+        assert!(Index::new(vec![], vec![], vec![hl("zz")], vec![]).is_err());
     }
 
     #[test]
     fn frames_for_finds_the_spanned_frames() {
-        let idx = Index::new(vec![frame(10), frame(10), frame(5)], vec![], vec![]).unwrap();
+        let idx = Index::new(vec![frame(10), frame(10), frame(5)], vec![], vec![], vec![]).unwrap();
         assert_eq!(idx.frames_for(0, 10), 0..=0);
         assert_eq!(idx.frames_for(9, 2), 0..=1);
         assert_eq!(idx.frames_for(10, 15), 1..=2);
@@ -554,8 +722,18 @@ mod tests {
     #[test]
     fn index_json_round_trips() {
         let data = b"hello";
-        let blob = Blob { digest: Sha256Digest::of(data), size: 5, raw_offset: 0 };
-        let idx = Index::new(vec![frame(5)], vec![blob], vec![dir("d"), file("d/f", data)]).unwrap();
+        let blob = Blob {
+            digest: Sha256Digest::of(data),
+            size: 5,
+            raw_offset: 0,
+        };
+        let idx = Index::new(
+            vec![frame(5)],
+            vec![blob],
+            vec![dir("d"), file("d/f", data)],
+            vec![],
+        )
+        .unwrap();
         let json = serde_json::to_string(&idx).unwrap();
         let back: Index = serde_json::from_str(&json).unwrap();
         assert_eq!(back, idx);

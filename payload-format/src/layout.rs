@@ -48,7 +48,10 @@ impl Header {
         if Sha256Digest::of(&b[0..32]).0 != b[32..64] {
             return None;
         }
-        Some(Header { file_len: u64_at(b, 16), trailer_offset: u64_at(b, 24) })
+        Some(Header {
+            file_len: u64_at(b, 16),
+            trailer_offset: u64_at(b, 24),
+        })
     }
 }
 
@@ -136,7 +139,9 @@ impl Trailer {
         let len = file.len() as u64;
         let b = &file[(len - TRAILER_LEN) as usize..];
         if Sha256Digest::of(&b[0..216]).0 != b[216..248] {
-            return Err(Error::corrupt("trailer checksum mismatch (the last 256 bytes were changed)"));
+            return Err(Error::corrupt(
+                "trailer checksum mismatch (the last 256 bytes were changed)",
+            ));
         }
         let version = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
         if version != FORMAT_VERSION {
@@ -175,7 +180,10 @@ impl Trailer {
             let frames_end = FRAMES_OFFSET.checked_add(t.frames_len)?;
             (t.meta_offset == frames_end).then_some(())?;
             (t.index_offset == t.meta_offset.checked_add(t.meta_len)?).then_some(())?;
-            let end = t.payload_offset.checked_add(t.index_offset)?.checked_add(t.index_len)?;
+            let end = t
+                .payload_offset
+                .checked_add(t.index_offset)?
+                .checked_add(t.index_len)?;
             (end == len - TRAILER_LEN).then_some(())
         })();
         if chain.is_none() || t.payload_offset % PAYLOAD_ALIGN != 0 {
@@ -218,7 +226,10 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_rejects_any_flipped_byte() {
-        let h = Header { file_len: 5 << 32, trailer_offset: (5 << 32) - 256 };
+        let h = Header {
+            file_len: 5 << 32,
+            trailer_offset: (5 << 32) - 256,
+        };
         let bytes = h.to_bytes();
         assert_eq!(Header::from_bytes(&bytes), Some(h));
         for i in 0..bytes.len() {

@@ -23,7 +23,7 @@
 //! let info = BuildInfo { name: "demo".into(), version: "1".into(), platform: "linux/amd64".into(),
 //!     created: 0, mtime: 0, builder: "doc".into() };
 //! let mut file = std::io::Cursor::new(Vec::new());
-//! write_installer(&mut file, b"#!stub", &info, blobs, entries, WriteOptions::default(), &|_| {}).unwrap();
+//! write_installer(&mut file, b"#!stub", &info, PayloadContents { blobs, entries, images: vec![] }, WriteOptions::default(), &|_| {}).unwrap();
 //! let bytes = file.into_inner();
 //! let installer = Installer::open(&bytes, None).unwrap();
 //! assert_eq!(installer.meta().files, 1);
@@ -39,6 +39,7 @@
 mod digest;
 mod elf;
 mod error;
+mod image;
 mod index;
 mod layout;
 mod reader;
@@ -48,13 +49,18 @@ mod writer;
 pub use digest::{DigestParseError, Sha256Digest};
 pub use elf::declared_elf_end;
 pub use error::{Error, Result};
+pub use image::{is_valid_registry, is_valid_repository, is_valid_tag, Image, ManifestRef};
 pub use index::{
-    Blob, Codec, Entry, EntryKind, EntryPath, Frame, Index, Meta, PathError, MAX_FRAME_RAW, MAX_PATH_LEN,
+    Blob, Codec, Entry, EntryKind, EntryPath, Frame, Index, Meta, PathError, MAX_FRAME_RAW,
+    MAX_PATH_LEN,
 };
 pub use layout::{
-    align_payload, Header, Trailer, FORMAT_VERSION, HEADER_LEN, HEADER_MAGIC, PAYLOAD_ALIGN, TRAILER_END_MAGIC,
-    TRAILER_LEN, TRAILER_MAGIC,
+    align_payload, Header, Trailer, FORMAT_VERSION, HEADER_LEN, HEADER_MAGIC, PAYLOAD_ALIGN,
+    TRAILER_END_MAGIC, TRAILER_LEN, TRAILER_MAGIC,
 };
-pub use summary::{human_bytes, Summary};
 pub use reader::{BlobReader, Installer, Payload, VerifyReport};
-pub use writer::{encode_frame, write_installer, BlobInput, BlobSource, BuildInfo, WriteOptions, WriteSummary, FRAME_SIZE, SOLID_THRESHOLD};
+pub use summary::{human_bytes, Summary};
+pub use writer::{
+    encode_frame, write_installer, BlobInput, BlobSource, BuildInfo, PayloadContents, WriteOptions,
+    WriteSummary, FRAME_SIZE, SOLID_THRESHOLD,
+};

@@ -2,6 +2,7 @@
 //! trailer, read meta, load the index, read and verify content.
 
 use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
@@ -24,7 +25,10 @@ impl<'a> Installer<'a> {
     /// explain a missing trailer (truncation, `strip`, UPX).
     pub fn open(bytes: &'a [u8], elf_end: Option<u64>) -> Result<Self> {
         if let Some(end) = elf_end.filter(|&e| e > bytes.len() as u64) {
-            return Err(Error::TruncatedProgram { actual: bytes.len() as u64, program_len: end });
+            return Err(Error::TruncatedProgram {
+                actual: bytes.len() as u64,
+                program_len: end,
+            });
         }
         if !Trailer::is_present(bytes) {
             return Err(diagnose_missing_trailer(bytes, elf_end));
@@ -32,7 +36,9 @@ impl<'a> Installer<'a> {
         let trailer = Trailer::from_file_end(bytes)?;
         let po = trailer.payload_offset as usize;
         match Header::from_bytes(&bytes[po..po + HEADER_LEN as usize]) {
-            Some(h) if h.file_len == trailer.file_len && h.trailer_offset == trailer.file_len - 256 => {}
+            Some(h)
+                if h.file_len == trailer.file_len && h.trailer_offset == trailer.file_len - 256 => {
+            }
             _ => return Err(Error::corrupt("payload header is damaged")),
         }
         let meta_bytes = &bytes[trailer.meta_range()];
@@ -41,7 +47,11 @@ impl<'a> Installer<'a> {
         }
         let meta: Meta = serde_json::from_slice(meta_bytes)
             .map_err(|e| Error::corrupt(format!("meta record is not valid: {e}")))?;
-        Ok(Installer { bytes, trailer, meta })
+        Ok(Installer {
+            bytes,
+            trailer,
+            meta,
+        })
     }
 
     /// The meta record.
@@ -76,7 +86,10 @@ impl<'a> Installer<'a> {
             return Err(Error::corrupt("index checksum mismatch"));
         }
         if t.index_raw_len > MAX_INDEX_RAW {
-            return Err(Error::corrupt(format!("index declares {} bytes (over 1 GiB)", t.index_raw_len)));
+            return Err(Error::corrupt(format!(
+                "index declares {} bytes (over 1 GiB)",
+                t.index_raw_len
+            )));
         }
         let mut json = Vec::with_capacity(t.index_raw_len as usize);
         zstd::stream::read::Decoder::new(stored)
@@ -85,9 +98,12 @@ impl<'a> Installer<'a> {
             .read_to_end(&mut json)
             .map_err(|e| Error::corrupt(format!("index does not decompress: {e}")))?;
         if json.len() as u64 != t.index_raw_len {
-            return Err(Error::corrupt("index length differs from the trailer's record"));
+            return Err(Error::corrupt(
+                "index length differs from the trailer's record",
+            ));
         }
-        let index: Index = serde_json::from_slice(&json).map_err(|e| Error::InvalidIndex(e.to_string()))?;
+        let index: Index =
+            serde_json::from_slice(&json).map_err(|e| Error::InvalidIndex(e.to_string()))?;
         let counts = [
             (index.frames().len() as u64, t.frame_count, "frames"),
             (index.blobs().len() as u64, t.blob_count, "blobs"),
@@ -96,7 +112,9 @@ impl<'a> Installer<'a> {
         ];
         for (have, want, what) in counts {
             if have != want {
-                return Err(Error::InvalidIndex(format!("index has {have} {what}, trailer records {want}")));
+                return Err(Error::InvalidIndex(format!(
+                    "index has {have} {what}, trailer records {want}"
+                )));
             }
         }
         let total: u64 = index
@@ -108,9 +126,19 @@ impl<'a> Installer<'a> {
             })
             .sum();
         if total != t.total_size {
-            return Err(Error::InvalidIndex("file sizes do not add up to the trailer's total".into()));
+            return Err(Error::InvalidIndex(
+                "file sizes do not add up to the trailer's total".into(),
+            ));
         }
-        Ok(Payload { bytes: self.bytes, trailer: *t, index })
+        let checked = (0..index.frames().len())
+            .map(|_| AtomicBool::new(false))
+            .collect();
+        Ok(Payload {
+            bytes: self.bytes,
+            trailer: *t,
+            index,
+            checked,
+        })
     }
 }
 
@@ -119,7 +147,9 @@ fn diagnose_missing_trailer(bytes: &[u8], elf_end: Option<u64>) -> Error {
     let head = &bytes[..bytes.len().min(4096)];
     if head.windows(4).any(|w| w == b"UPX!") {
         return Error::NoPayload {
-            reason: "the program was packed with UPX, which drops appended data; use the original file".into(),
+            reason:
+                "the program was packed with UPX, which drops appended data; use the original file"
+                    .into(),
         };
     }
     let Some(elf_end) = elf_end else {
@@ -168,6 +198,8 @@ pub struct Payload<'a> {
     bytes: &'a [u8],
     trailer: Trailer,
     index: Index,
+    /// Frames already checked by [`Payload::check_frame_once`].
+    checked: Box<[AtomicBool]>,
 }
 
 /// The outcome of [`Payload::verify`].
@@ -194,7 +226,8 @@ impl<'a> Payload<'a> {
 
     /// The stored bytes of frame `i`, not yet checked.
     pub fn frame_stored(&self, i: usize) -> &'a [u8] {
-        let start = (self.trailer.payload_offset + FRAMES_OFFSET + self.index.frame_stored_start(i)) as usize;
+        let start = (self.trailer.payload_offset + FRAMES_OFFSET + self.index.frame_stored_start(i))
+            as usize;
         &self.bytes[start..start + self.index.frames()[i].stored_len as usize]
     }
 
@@ -202,9 +235,36 @@ impl<'a> Payload<'a> {
     pub fn check_frame(&self, i: usize) -> Result<&'a [u8]> {
         let stored = self.frame_stored(i);
         if Sha256Digest::of(stored) != self.index.frames()[i].sha256 {
-            return Err(Error::DamagedFrame { frame: i, affects: self.frame_contents(i) });
+            return Err(Error::DamagedFrame {
+                frame: i,
+                affects: self.frame_contents(i),
+            });
         }
         Ok(stored)
+    }
+
+    /// Like [`Payload::check_frame`], but hashes each frame at most once per `Payload`: for
+    /// long-running readers (the registry) of a file that cannot change underneath (a
+    /// read-only map of a file nobody writes).
+    pub fn check_frame_once(&self, i: usize) -> Result<&'a [u8]> {
+        if self.checked[i].load(Ordering::Acquire) {
+            return Ok(self.frame_stored(i));
+        }
+        let stored = self.check_frame(i)?;
+        self.checked[i].store(true, Ordering::Release);
+        Ok(stored)
+    }
+
+    /// The bytes of `blob` straight from the file when all its frames are raw, each frame
+    /// checked (once) before the slice is returned; `Ok(None)` when any frame is compressed.
+    pub fn checked_raw_blob(&self, blob: &Blob) -> Result<Option<&'a [u8]>> {
+        let Some(bytes) = self.raw_blob_bytes(blob) else {
+            return Ok(None);
+        };
+        for i in self.blob_frames(blob) {
+            self.check_frame_once(i)?;
+        }
+        Ok(Some(bytes))
     }
 
     /// Checks and decodes frame `i` into `out` (replacing its content).
@@ -233,7 +293,21 @@ impl<'a> Payload<'a> {
     /// A reader of a blob's content; each frame is checked before any of its bytes are
     /// returned.
     pub fn blob_reader(&self, blob: &Blob) -> BlobReader<'_, 'a> {
-        BlobReader { payload: self, next: blob.raw_offset, end: blob.raw_offset + blob.size, buf: Vec::new(), buf_start: 0 }
+        self.blob_reader_range(blob, 0, blob.size)
+    }
+
+    /// A reader of `len` bytes of `blob` from `offset` (clamped to the blob), for `Range`
+    /// requests.
+    pub fn blob_reader_range(&self, blob: &Blob, offset: u64, len: u64) -> BlobReader<'_, 'a> {
+        let start = blob.raw_offset + offset.min(blob.size);
+        let end = start + len.min(blob.size - offset.min(blob.size));
+        BlobReader {
+            payload: self,
+            next: start,
+            end,
+            buf: Vec::new(),
+            buf_start: 0,
+        }
     }
 
     /// The stored bytes of `blob` when all of its frames are raw (for serving without
@@ -241,7 +315,10 @@ impl<'a> Payload<'a> {
     /// [`Payload::check_frame`] for each of [`Payload::blob_frames`] first.
     pub fn raw_blob_bytes(&self, blob: &Blob) -> Option<&'a [u8]> {
         let frames = self.blob_frames(blob);
-        if !frames.clone().all(|i| self.index.frames()[i].codec == Codec::Raw) {
+        if !frames
+            .clone()
+            .all(|i| self.index.frames()[i].codec == Codec::Raw)
+        {
             return None;
         }
         let first = *frames.start();
@@ -321,7 +398,11 @@ impl<'a> Payload<'a> {
                 .collect();
             damaged.append(&mut bad);
         }
-        VerifyReport { frames: self.index.frames().len(), bytes: self.index.stored_len(), damaged }
+        VerifyReport {
+            frames: self.index.frames().len(),
+            bytes: self.index.stored_len(),
+            damaged,
+        }
     }
 }
 
@@ -339,10 +420,13 @@ impl Read for BlobReader<'_, '_> {
         if self.next >= self.end || out.is_empty() {
             return Ok(0);
         }
-        let in_buf = self.next >= self.buf_start && self.next < self.buf_start + self.buf.len() as u64;
+        let in_buf =
+            self.next >= self.buf_start && self.next < self.buf_start + self.buf.len() as u64;
         if !in_buf {
             let frame = *self.payload.index.frames_for(self.next, 1).start();
-            self.payload.decode_frame(frame, &mut self.buf).map_err(io::Error::other)?;
+            self.payload
+                .decode_frame(frame, &mut self.buf)
+                .map_err(io::Error::other)?;
             self.buf_start = self.payload.index.frame_raw_start(frame);
         }
         let from = (self.next - self.buf_start) as usize;

@@ -54,7 +54,11 @@ pub fn human_bytes(n: u64) -> String {
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = &self.meta;
-        let ratio = if m.total_size == 0 { 1.0 } else { m.stored_size as f64 / m.total_size as f64 };
+        let ratio = if m.total_size == 0 {
+            1.0
+        } else {
+            m.stored_size as f64 / m.total_size as f64
+        };
         writeln!(f, "name:      {}", m.name)?;
         writeln!(f, "version:   {}", m.version)?;
         writeln!(f, "platform:  {}", m.platform)?;
@@ -63,6 +67,7 @@ impl fmt::Display for Summary {
             "contents:  {} files, {} folders, {} symlinks, {} hardlinks",
             m.files, m.dirs, m.symlinks, m.hardlinks
         )?;
+        writeln!(f, "images:    {}", m.images)?;
         writeln!(
             f,
             "size:      {} of files, stored in {} ({:.0}%, {} distinct contents in {} frames)",
@@ -72,7 +77,13 @@ impl fmt::Display for Summary {
             m.blob_count,
             m.frame_count
         )?;
-        writeln!(f, "file:      {} (program {}, format v{})", human_bytes(self.file_len), human_bytes(self.payload_offset), self.format_version)?;
+        writeln!(
+            f,
+            "file:      {} (program {}, format v{})",
+            human_bytes(self.file_len),
+            human_bytes(self.payload_offset),
+            self.format_version
+        )?;
         write!(f, "built by:  {} (created {})", m.builder, m.created)
     }
 }
@@ -91,5 +102,4 @@ mod tests {
         assert_eq!(human_bytes(999_960), "1.0 MB");
         assert_eq!(human_bytes(u64::MAX), "18.4 EB");
     }
-
 }

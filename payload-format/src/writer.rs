@@ -9,6 +9,7 @@ use std::sync::{mpsc, Condvar, Mutex};
 
 use sha2::{Digest as _, Sha256};
 
+use crate::image::Image;
 use crate::index::{Blob, Codec, Entry, EntryKind, Frame, Index, Meta};
 use crate::layout::{align_payload, Header, Trailer, FRAMES_OFFSET, HEADER_LEN, TRAILER_LEN};
 use crate::{Error, Result, Sha256Digest};
@@ -30,9 +31,12 @@ pub trait BlobSource: Send + Sync {
 impl BlobSource for Vec<u8> {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let start = usize::try_from(offset).map_err(io::Error::other)?;
-        let src = self
-            .get(start..start + buf.len())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "content shorter than declared"))?;
+        let src = self.get(start..start + buf.len()).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "content shorter than declared",
+            )
+        })?;
         buf.copy_from_slice(src);
         Ok(())
     }
@@ -122,13 +126,25 @@ fn plan_frames(blobs: &[BlobInput]) -> (Vec<PlannedFrame>, Vec<u64>) {
         raw += b.size;
         let solid = b.size < SOLID_THRESHOLD && !b.precompressed;
         if solid {
-            let fits = solid_open && frames.last().is_some_and(|f| f.raw_len + b.size <= FRAME_SIZE);
+            let fits = solid_open
+                && frames
+                    .last()
+                    .is_some_and(|f| f.raw_len + b.size <= FRAME_SIZE);
             if !fits {
-                frames.push(PlannedFrame { pieces: Vec::new(), raw_len: 0, precompressed: false, solid: true });
+                frames.push(PlannedFrame {
+                    pieces: Vec::new(),
+                    raw_len: 0,
+                    precompressed: false,
+                    solid: true,
+                });
                 solid_open = true;
             }
             let f = frames.last_mut().expect("pushed above");
-            f.pieces.push(Piece { blob: i, offset: 0, len: b.size });
+            f.pieces.push(Piece {
+                blob: i,
+                offset: 0,
+                len: b.size,
+            });
             f.raw_len += b.size;
         } else {
             solid_open = false;
@@ -136,7 +152,11 @@ fn plan_frames(blobs: &[BlobInput]) -> (Vec<PlannedFrame>, Vec<u64>) {
             while off < b.size {
                 let len = (b.size - off).min(FRAME_SIZE);
                 frames.push(PlannedFrame {
-                    pieces: vec![Piece { blob: i, offset: off, len }],
+                    pieces: vec![Piece {
+                        blob: i,
+                        offset: off,
+                        len,
+                    }],
                     raw_len: len,
                     precompressed: b.precompressed,
                     solid: false,
@@ -151,10 +171,20 @@ fn plan_frames(blobs: &[BlobInput]) -> (Vec<PlannedFrame>, Vec<u64>) {
 /// Encodes one frame: raw when it is precompressed or does not compress, zstd otherwise.
 /// `precompressed` content is stored raw; other content is probed first (a 64 KiB sample)
 /// unless `solid`, and stored raw when compression would not save at least 5%.
-pub fn encode_frame(raw: Vec<u8>, precompressed: bool, solid: bool, level: i32) -> Result<(Frame, Vec<u8>)> {
+pub fn encode_frame(
+    raw: Vec<u8>,
+    precompressed: bool,
+    solid: bool,
+    level: i32,
+) -> Result<(Frame, Vec<u8>)> {
     let raw_len = raw.len() as u64;
     let make = |codec, stored: Vec<u8>| {
-        let frame = Frame { codec, stored_len: stored.len() as u64, raw_len, sha256: Sha256Digest::of(&stored) };
+        let frame = Frame {
+            codec,
+            stored_len: stored.len() as u64,
+            raw_len,
+            sha256: Sha256Digest::of(&stored),
+        };
         (frame, stored)
     };
     if !precompressed && (solid || worth_compressing(&raw, level)?) {
@@ -196,7 +226,9 @@ struct HashingWriter<'w, W> {
 
 impl<W: Write> HashingWriter<'_, W> {
     fn put(&mut self, bytes: &[u8], what: &str) -> Result<()> {
-        self.inner.write_all(bytes).map_err(Error::io(format!("write {what}")))?;
+        self.inner
+            .write_all(bytes)
+            .map_err(Error::io(format!("write {what}")))?;
         self.hasher.update(bytes);
         self.written += bytes.len() as u64;
         Ok(())
@@ -240,7 +272,8 @@ fn compress_in_order(
                     }
                 }
                 let p = &plan[i];
-                let encoded = gather(p, blobs).and_then(|raw| encode_frame(raw, p.precompressed, p.solid, level));
+                let encoded = gather(p, blobs)
+                    .and_then(|raw| encode_frame(raw, p.precompressed, p.solid, level));
                 if tx.send((i, encoded)).is_err() {
                     return;
                 }
@@ -271,23 +304,40 @@ fn compress_in_order(
     Ok(())
 }
 
-/// Writes a complete installer to `out`: `stub`, then the payload built from `blobs`
-/// (in the order given; the caller sorts them by first use) and `entries` (sorted by path).
+/// What goes into a payload besides the stub.
+pub struct PayloadContents {
+    /// Distinct contents, in the order they are laid out (the caller sorts them by first use).
+    pub blobs: Vec<BlobInput>,
+    /// The file tree, sorted by path.
+    pub entries: Vec<Entry>,
+    /// Captured images, sorted by registry, repository, tag (their blobs are in `blobs`).
+    pub images: Vec<Image>,
+}
+
+/// Writes a complete installer to `out`: `stub`, then the payload built from `contents`.
 /// `progress` is called with the number of decoded bytes finished so far.
 pub fn write_installer<W: Write + Seek + Send>(
     out: &mut W,
     stub: &[u8],
     info: &BuildInfo,
-    blobs: Vec<BlobInput>,
-    entries: Vec<Entry>,
+    contents: PayloadContents,
     opts: WriteOptions,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<WriteSummary> {
+    let PayloadContents {
+        blobs,
+        entries,
+        images,
+    } = contents;
     let (plan, raw_offsets) = plan_frames(&blobs);
     let mut index_blobs: Vec<Blob> = blobs
         .iter()
         .zip(&raw_offsets)
-        .map(|(b, &raw_offset)| Blob { digest: b.digest, size: b.size, raw_offset })
+        .map(|(b, &raw_offset)| Blob {
+            digest: b.digest,
+            size: b.size,
+            raw_offset,
+        })
         .collect();
     index_blobs.sort_by_key(|b| b.digest);
 
@@ -298,8 +348,10 @@ pub fn write_installer<W: Write + Seek + Send>(
     let padding = vec![0u8; (payload_offset - stub.len() as u64) as usize];
     stub_hasher.update(&padding);
     out.write_all(stub).map_err(Error::io("write the stub"))?;
-    out.write_all(&padding).map_err(Error::io("write the stub"))?;
-    out.write_all(&[0u8; HEADER_LEN as usize]).map_err(Error::io("write the header"))?;
+    out.write_all(&padding)
+        .map_err(Error::io("write the stub"))?;
+    out.write_all(&[0u8; HEADER_LEN as usize])
+        .map_err(Error::io("write the header"))?;
     let stub_sha256 = Sha256Digest(stub_hasher.finalize().into());
 
     // Frames: workers compress frames in any order; this thread writes them in order.
@@ -336,6 +388,7 @@ pub fn write_installer<W: Write + Seek + Send>(
         stored_size: frames_len,
         blob_count: index_blobs.len() as u64,
         frame_count: frames.len() as u64,
+        images: images.len() as u64,
     };
     for e in &entries {
         match e.kind {
@@ -349,17 +402,22 @@ pub fn write_installer<W: Write + Seek + Send>(
         }
     }
     let entry_count = entries.len() as u64;
-    let index = Index::new(frames, index_blobs, entries)
+    let index = Index::new(frames, index_blobs, entries, images)
         .map_err(|e| Error::InvalidIndex(format!("the writer was given an invalid tree: {e}")))?;
     let meta_bytes = serde_json::to_vec(&meta).expect("meta serializes");
     let index_json = serde_json::to_vec(&index).expect("index serializes");
-    let index_bytes = zstd::bulk::compress(&index_json, 9).map_err(Error::io("compress the index"))?;
+    let index_bytes =
+        zstd::bulk::compress(&index_json, 9).map_err(Error::io("compress the index"))?;
 
     let meta_offset = FRAMES_OFFSET + frames_len;
     let index_offset = meta_offset + meta_bytes.len() as u64;
     let trailer_offset = payload_offset + index_offset + index_bytes.len() as u64;
     let file_len = trailer_offset + TRAILER_LEN;
-    let mut w = HashingWriter { inner: out, hasher: Sha256::new(), written: 0 };
+    let mut w = HashingWriter {
+        inner: out,
+        hasher: Sha256::new(),
+        written: 0,
+    };
     w.put(&meta_bytes, "the meta record")?;
     w.put(&index_bytes, "the index")?;
     let trailer = Trailer {
@@ -380,11 +438,24 @@ pub fn write_installer<W: Write + Seek + Send>(
         file_len,
     };
     w.put(&trailer.to_bytes(), "the trailer")?;
-    out.seek(SeekFrom::Start(payload_offset)).map_err(Error::io("seek to the header"))?;
-    out.write_all(&Header { file_len, trailer_offset }.to_bytes()).map_err(Error::io("write the header"))?;
-    out.seek(SeekFrom::Start(file_len)).map_err(Error::io("seek to the end"))?;
+    out.seek(SeekFrom::Start(payload_offset))
+        .map_err(Error::io("seek to the header"))?;
+    out.write_all(
+        &Header {
+            file_len,
+            trailer_offset,
+        }
+        .to_bytes(),
+    )
+    .map_err(Error::io("write the header"))?;
+    out.seek(SeekFrom::Start(file_len))
+        .map_err(Error::io("seek to the end"))?;
     out.flush().map_err(Error::io("flush the installer"))?;
-    Ok(WriteSummary { meta, file_len, payload_offset })
+    Ok(WriteSummary {
+        meta,
+        file_len,
+        payload_offset,
+    })
 }
 
 #[cfg(test)]
@@ -413,7 +484,10 @@ mod tests {
         let (frames, offsets) = plan_frames(&blobs);
         let lens: Vec<u64> = frames.iter().map(|f| f.raw_len).collect();
         assert_eq!(lens, vec![3000, FRAME_SIZE, 5, 10, 3 << 20]);
-        assert_eq!(offsets, vec![0, 1000, 3000, 3000 + FRAME_SIZE + 5, 3010 + FRAME_SIZE + 5]);
+        assert_eq!(
+            offsets,
+            vec![0, 1000, 3000, 3000 + FRAME_SIZE + 5, 3010 + FRAME_SIZE + 5]
+        );
         assert!(frames[4].precompressed);
     }
 

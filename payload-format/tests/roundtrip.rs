@@ -48,7 +48,13 @@ fn build(tree: &BTreeMap<String, Node>) -> (Vec<u8>, Vec<Entry>) {
                         source: Box::new(data.clone()),
                     });
                 }
-                (*mode, EntryKind::File { size: data.len() as u64, digest })
+                (
+                    *mode,
+                    EntryKind::File {
+                        size: data.len() as u64,
+                        digest,
+                    },
+                )
             }
         };
         entries.push(Entry { path, mode, kind });
@@ -62,14 +68,27 @@ fn build(tree: &BTreeMap<String, Node>) -> (Vec<u8>, Vec<Entry>) {
         builder: "test".into(),
     };
     let mut out = Cursor::new(Vec::new());
-    write_installer(&mut out, &vec![0x7f; STUB_LEN], &info, blobs, entries.clone(), WriteOptions::default(), &|_| {})
-        .unwrap();
+    write_installer(
+        &mut out,
+        &vec![0x7f; STUB_LEN],
+        &info,
+        PayloadContents {
+            blobs,
+            entries: entries.clone(),
+            images: vec![],
+        },
+        WriteOptions::default(),
+        &|_| {},
+    )
+    .unwrap();
     (out.into_inner(), entries)
 }
 
 fn read_file(payload: &Payload<'_>, path: &str) -> Vec<u8> {
     let entry = payload.index().entry(path).unwrap();
-    let EntryKind::File { size, digest } = &entry.kind else { panic!("{path} is not a file") };
+    let EntryKind::File { size, digest } = &entry.kind else {
+        panic!("{path} is not a file")
+    };
     if *size == 0 {
         return Vec::new();
     }
@@ -81,12 +100,20 @@ fn read_file(payload: &Payload<'_>, path: &str) -> Vec<u8> {
 
 fn sample_tree() -> BTreeMap<String, Node> {
     let mut t = BTreeMap::new();
-    let big: Vec<u8> = (0..(9u32 << 20) + 3).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
-    t.insert("a/b/c/d/e/deep.txt".into(), Node::File(b"deep".to_vec(), 0o600));
+    let big: Vec<u8> = (0..(9u32 << 20) + 3)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    t.insert(
+        "a/b/c/d/e/deep.txt".into(),
+        Node::File(b"deep".to_vec(), 0o600),
+    );
     t.insert("bin/big".into(), Node::File(big.clone(), 0o755));
     t.insert("bin/big-copy".into(), Node::File(big, 0o755));
     t.insert("empty".into(), Node::File(Vec::new(), 0o644));
-    t.insert("naïve – файл".into(), Node::File(b"unicode".to_vec(), 0o644));
+    t.insert(
+        "naïve – файл".into(),
+        Node::File(b"unicode".to_vec(), 0o644),
+    );
     t.insert("-rf".into(), Node::File(vec![b'x'; 100_000], 0o644));
     t.insert("link".into(), Node::Link("bin/big".into()));
     t
@@ -98,7 +125,11 @@ fn every_file_reads_back_and_identical_content_is_stored_once() {
     let (bytes, _) = build(&tree);
     let inst = Installer::open(&bytes, Some(STUB_LEN as u64)).unwrap();
     assert_eq!(inst.meta().files, 6);
-    assert_eq!(inst.meta().blob_count, 4, "big and big-copy share one blob; empty has none");
+    assert_eq!(
+        inst.meta().blob_count,
+        4,
+        "big and big-copy share one blob; empty has none"
+    );
     let payload = inst.load_index().unwrap();
     for (p, n) in &tree {
         match n {
@@ -107,14 +138,20 @@ fn every_file_reads_back_and_identical_content_is_stored_once() {
                 assert_eq!(payload.index().entry(p).unwrap().mode, *mode);
             }
             Node::Link(t) => {
-                assert_eq!(payload.index().entry(p).unwrap().kind, EntryKind::Symlink { target: t.clone() })
+                assert_eq!(
+                    payload.index().entry(p).unwrap().kind,
+                    EntryKind::Symlink { target: t.clone() }
+                )
             }
         }
     }
     assert!(inst.verify_stub().is_ok());
     let report = payload.verify(true, &|_| {});
     assert!(report.damaged.is_empty(), "{:?}", report.damaged);
-    assert!(payload.index().frames().len() >= 3, "a 9 MiB blob spans three frames");
+    assert!(
+        payload.index().frames().len() >= 3,
+        "a 9 MiB blob spans three frames"
+    );
 }
 
 #[test]
@@ -127,12 +164,21 @@ fn output_is_byte_identical_for_identical_input() {
 fn truncation_at_any_length_is_reported_as_truncation() {
     let (bytes, _) = build(&sample_tree());
     let payload_start = align_payload(STUB_LEN as u64) as usize;
-    let mut lengths: Vec<usize> = (0..200).map(|i| payload_start + 64 + i * (bytes.len() - payload_start) / 200).collect();
+    let mut lengths: Vec<usize> = (0..200)
+        .map(|i| payload_start + 64 + i * (bytes.len() - payload_start) / 200)
+        .collect();
     lengths.extend([bytes.len() - 1, bytes.len() - 255, payload_start + 64]);
     for len in lengths {
         match Installer::open(&bytes[..len], Some(STUB_LEN as u64)) {
-            Err(Error::Truncated { actual, expected, missing }) => {
-                assert_eq!((actual, expected, missing), (len as u64, bytes.len() as u64, (bytes.len() - len) as u64))
+            Err(Error::Truncated {
+                actual,
+                expected,
+                missing,
+            }) => {
+                assert_eq!(
+                    (actual, expected, missing),
+                    (len as u64, bytes.len() as u64, (bytes.len() - len) as u64)
+                )
             }
             other => panic!("length {len}: {other:?}"),
         }
@@ -170,7 +216,13 @@ fn a_flipped_byte_anywhere_is_detected_and_named() {
     let t = *inst.trailer();
     let frames = t.frames_range();
     let mut offsets: Vec<usize> = (0..bytes.len()).step_by(bytes.len() / 300).collect();
-    offsets.extend([0, STUB_LEN - 1, t.payload_offset as usize + 3, frames.start, frames.end - 1]);
+    offsets.extend([
+        0,
+        STUB_LEN - 1,
+        t.payload_offset as usize + 3,
+        frames.start,
+        frames.end - 1,
+    ]);
     offsets.extend(t.meta_range().start..t.meta_range().start + 3);
     offsets.extend(t.index_range().start..t.index_range().start + 3);
     offsets.extend(bytes.len() - 256..bytes.len());
@@ -179,7 +231,10 @@ fn a_flipped_byte_anywhere_is_detected_and_named() {
         damaged[off] ^= 0x01;
         let err = full_check(&damaged).expect_err(&format!("flip at {off} went unnoticed"));
         if frames.contains(&off) {
-            assert!(err.contains("frame") && err.contains("affecting"), "flip at {off}: {err}");
+            assert!(
+                err.contains("frame") && err.contains("affecting"),
+                "flip at {off}: {err}"
+            );
         }
     }
 }
@@ -193,7 +248,12 @@ fn a_damaged_frame_is_never_returned_by_a_reader() {
     damaged[frames.start + 10] ^= 0xff;
     let inst = Installer::open(&damaged, None).unwrap();
     let payload = inst.load_index().unwrap();
-    let entry_paths: Vec<String> = payload.index().entries().iter().map(|e| e.path.to_string()).collect();
+    let entry_paths: Vec<String> = payload
+        .index()
+        .entries()
+        .iter()
+        .map(|e| e.path.to_string())
+        .collect();
     let mut failed = 0;
     for p in entry_paths {
         let e = payload.index().entry(&p).unwrap();
@@ -264,5 +324,14 @@ proptest! {
 fn truncation_inside_the_program_is_reported_as_truncation() {
     let (bytes, _) = build(&sample_tree());
     let err = Installer::open(&bytes[..1000], Some(STUB_LEN as u64)).unwrap_err();
-    assert!(matches!(err, Error::TruncatedProgram { actual: 1000, program_len: 5000 }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::TruncatedProgram {
+                actual: 1000,
+                program_len: 5000
+            }
+        ),
+        "{err}"
+    );
 }

@@ -102,7 +102,10 @@ mod tests {
 
     #[test]
     fn extract_takes_a_target_and_paths() {
-        let cli = Cli::try_parse_from(["x.run", "-q", "extract", "--target", "/tmp/t", "usr/bin", "etc"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "x.run", "-q", "extract", "--target", "/tmp/t", "usr/bin", "etc",
+        ])
+        .unwrap();
         assert!(cli.quiet);
         match cli.command {
             Some(Command::Extract(a)) => {

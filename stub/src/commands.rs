@@ -8,17 +8,25 @@ use airlock_payload::Installer;
 use crate::cli::{Cli, Command};
 use crate::extract::{extract, ExtractOptions};
 use crate::info::{write_summary, InfoReport};
-use airlock_payload::human_bytes;
 use crate::progress::bytes_bar;
 use crate::selfexe::InstallerFile;
 use crate::sys::Statvfs;
 use crate::{list, verify, Error, Result};
+use airlock_payload::human_bytes;
 
 /// Runs `cli` against the running installer (or `AIRLOCK_INSTALLER`), writing results to
 /// `out`. `program` is how the user called us, for usage lines.
 pub fn run(cli: &Cli, program: &str, out: &mut dyn Write) -> Result<()> {
     let file = InstallerFile::open_self()?;
-    run_on(cli, file.bytes(), file.elf_end(), file.path(), program, &|part| file.release(part), out)
+    run_on(
+        cli,
+        file.bytes(),
+        file.elf_end(),
+        file.path(),
+        program,
+        &|part| file.release(part),
+        out,
+    )
 }
 
 /// Runs `cli` against the installer in `bytes` (the whole file, opened from `path`).
@@ -88,9 +96,18 @@ mod tests {
     use clap::Parser;
 
     fn run_args(bytes: &[u8], args: &[&str]) -> (Result<()>, String) {
-        let cli = Cli::try_parse_from(std::iter::once("demo.run").chain(args.iter().copied())).unwrap();
+        let cli =
+            Cli::try_parse_from(std::iter::once("demo.run").chain(args.iter().copied())).unwrap();
         let mut out = Vec::new();
-        let r = run_on(&cli, bytes, None, Path::new("demo.run"), "./demo.run", &|_| {}, &mut out);
+        let r = run_on(
+            &cli,
+            bytes,
+            None,
+            Path::new("demo.run"),
+            "./demo.run",
+            &|_| {},
+            &mut out,
+        );
         (r, String::from_utf8(out).unwrap())
     }
 
@@ -110,17 +127,30 @@ mod tests {
         assert!(text.starts_with("ok: "), "{text}");
         let out = tempfile::tempdir().unwrap();
         let target = out.path().join("t");
-        let (r, text) = run_args(&bytes, &["extract", "--target", target.to_str().unwrap(), "etc"]);
+        let (r, text) = run_args(
+            &bytes,
+            &["extract", "--target", target.to_str().unwrap(), "etc"],
+        );
         r.unwrap();
         assert_eq!(
             text,
-            format!("extracted 4 entries (3 files, 24 B) into {}\n", target.display())
+            format!(
+                "extracted 4 entries (3 files, 24 B) into {}\n",
+                target.display()
+            )
         );
 
         damage_frame(&mut bytes, 1);
         let (r, _) = run_args(&bytes, &["-q", "verify"]);
         assert!(r.unwrap_err().is_corrupt());
-        let (r, _) = run_args(&bytes, &["extract", "--target", out.path().join("u").to_str().unwrap()]);
+        let (r, _) = run_args(
+            &bytes,
+            &[
+                "extract",
+                "--target",
+                out.path().join("u").to_str().unwrap(),
+            ],
+        );
         assert!(r.unwrap_err().is_corrupt());
         // info reads no content: it still works.
         let (r, _) = run_args(&bytes, &["info"]);

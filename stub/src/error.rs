@@ -108,7 +108,10 @@ impl Error {
     }
 
     /// Adapter for `map_err`: a failed filesystem `step` on `path`.
-    pub(crate) fn fs(step: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {
+    pub(crate) fn fs(
+        step: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(io::Error) -> Error {
         let path = path.into();
         move |source| Error::Fs { step, path, source }
     }

@@ -8,8 +8,8 @@ use std::path::Path;
 use airlock_payload::{Installer, Summary};
 use serde::Serialize;
 
-use airlock_payload::human_bytes;
 use crate::{Error, Result};
+use airlock_payload::human_bytes;
 
 /// What `info --json` prints: [`Summary`] (the same object `airlock inspect --json` prints)
 /// plus the path of the file. Fields are stable: new ones may be added, none removed.
@@ -38,7 +38,10 @@ pub struct InfoReport {
 impl InfoReport {
     /// Gathers the report from an opened installer.
     pub fn new(installer: &Installer<'_>, file: &Path) -> Self {
-        InfoReport { file: file.display().to_string(), summary: installer.summary() }
+        InfoReport {
+            file: file.display().to_string(),
+            summary: installer.summary(),
+        }
     }
 
     /// Writes the report as aligned `key: value` lines.
@@ -150,7 +153,10 @@ mod tests {
             "{text}"
         );
         for cmd in ["info", "list", "verify", "extract --target DIR"] {
-            assert!(text.contains(&format!("\n  {cmd}")), "missing {cmd}: {text}");
+            assert!(
+                text.contains(&format!("\n  {cmd}")),
+                "missing {cmd}: {text}"
+            );
         }
         assert!(!text.contains("install "), "{text}");
     }

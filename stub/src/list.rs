@@ -58,7 +58,11 @@ pub fn write_text(index: &Index, out: &mut dyn Write) -> Result<()> {
         .to_string()
         .len()
         .max(4);
-    let digest_width = if rows.iter().any(|r| r.digest.is_some()) { 71 } else { 1 };
+    let digest_width = if rows.iter().any(|r| r.digest.is_some()) {
+        71
+    } else {
+        1
+    };
     for r in &rows {
         let size = r.size.map_or_else(|| "-".to_owned(), |s| s.to_string());
         let digest = r.digest.as_deref().unwrap_or("-");
@@ -126,7 +130,14 @@ mod tests {
             "{text}"
         );
         // Every path starts in the same column.
-        let col = |path: &str| lines.iter().find(|l| l.ends_with(path)).unwrap().find(path).unwrap();
+        let col = |path: &str| {
+            lines
+                .iter()
+                .find(|l| l.ends_with(path))
+                .unwrap()
+                .find(path)
+                .unwrap()
+        };
         assert_eq!(col(" etc/conf"), col(" bin/link -> tool"));
         assert_eq!(col(" etc/conf"), col(" deep/a"));
     }
@@ -137,7 +148,12 @@ mod tests {
         let rows = v.as_array().unwrap();
         assert_eq!(rows.len(), 17);
         for row in rows {
-            let mut keys: Vec<&str> = row.as_object().unwrap().keys().map(String::as_str).collect();
+            let mut keys: Vec<&str> = row
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
             keys.sort_unstable();
             assert_eq!(keys, ["digest", "mode", "path", "size", "target", "type"]);
         }

@@ -10,7 +10,9 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
-    let program = std::env::args().next().unwrap_or_else(|| "installer".into());
+    let program = std::env::args()
+        .next()
+        .unwrap_or_else(|| "installer".into());
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let result = airlock_stub::commands::run(&cli, &program, &mut out)

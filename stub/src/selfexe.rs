@@ -110,7 +110,10 @@ impl InstallerFile {
         // SAFETY: the map is read-only and private and was never written, so MADV_DONTNEED
         // only removes page-table entries: the next access faults the same file bytes back
         // in from the page cache. No reference sees memory change or vanish.
-        let advised = unsafe { self.map.unchecked_advise_range(UncheckedAdvice::DontNeed, first, end - first) };
+        let advised = unsafe {
+            self.map
+                .unchecked_advise_range(UncheckedAdvice::DontNeed, first, end - first)
+        };
         if let Err(e) = advised {
             tracing::debug!("failed to release mapped pages: {e}");
         }
@@ -161,7 +164,10 @@ mod tests {
         std::fs::write(dir.path().join("demo.run"), b"x").unwrap();
         let found = resolve_argv0(&"demo.run".into(), Some(dir.path().as_os_str().to_owned()));
         assert_eq!(found, dir.path().join("demo.run"));
-        assert_eq!(resolve_argv0(&"./demo.run".into(), None), PathBuf::from("./demo.run"));
+        assert_eq!(
+            resolve_argv0(&"./demo.run".into(), None),
+            PathBuf::from("./demo.run")
+        );
     }
 
     #[test]

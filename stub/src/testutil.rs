@@ -5,7 +5,10 @@ use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use airlock_payload::{write_installer, BlobInput, BuildInfo, Entry, EntryKind, Sha256Digest, WriteOptions};
+use airlock_payload::{
+    write_installer, BlobInput, BuildInfo, Entry, EntryKind, PayloadContents, Sha256Digest,
+    WriteOptions,
+};
 use tempfile::TempDir;
 
 /// The mtime the test installers record.
@@ -110,7 +113,11 @@ fn collect(root: &Path, rel: &str, out: &mut Vec<String>) {
     for child in fs::read_dir(root.join(rel)).unwrap() {
         let child = child.unwrap();
         let name = child.file_name().into_string().unwrap();
-        let child_rel = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+        let child_rel = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
         if child.file_type().unwrap().is_dir() {
             collect(root, &child_rel, out);
         }
@@ -135,7 +142,19 @@ pub fn installer_with_stub(root: &Path, stub: &[u8]) -> Vec<u8> {
         builder: "airlock-stub tests".into(),
     };
     let mut out = std::io::Cursor::new(Vec::new());
-    write_installer(&mut out, stub, &info, blobs, entries, WriteOptions::default(), &|_| {}).unwrap();
+    write_installer(
+        &mut out,
+        stub,
+        &info,
+        PayloadContents {
+            blobs,
+            entries,
+            images: vec![],
+        },
+        WriteOptions::default(),
+        &|_| {},
+    )
+    .unwrap();
     out.into_inner()
 }
 
@@ -145,7 +164,10 @@ pub fn damage_frame(bytes: &mut [u8], frame: usize) {
         let installer = airlock_payload::Installer::open(bytes, None).unwrap();
         let payload = installer.load_index().unwrap();
         let stored = payload.frame_stored(frame);
-        (stored.as_ptr() as usize - bytes.as_ptr() as usize, stored.len())
+        (
+            stored.as_ptr() as usize - bytes.as_ptr() as usize,
+            stored.len(),
+        )
     };
     bytes[start + len / 2] ^= 0x40;
 }

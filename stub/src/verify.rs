@@ -5,8 +5,8 @@ use std::io::Write;
 use airlock_payload::Installer;
 use indicatif::ProgressBar;
 
-use airlock_payload::human_bytes;
 use crate::{Error, Result};
+use airlock_payload::human_bytes;
 
 /// What a clean verification checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +61,9 @@ pub fn verify(
         damaged.extend(report.damaged);
     }
     if !damaged.is_empty() {
-        return Err(Error::Damaged { items: damaged.iter().map(|e| e.to_string()).collect() });
+        return Err(Error::Damaged {
+            items: damaged.iter().map(|e| e.to_string()).collect(),
+        });
     }
     let depth = if deep {
         ", every content decoded and checked"
@@ -99,7 +101,10 @@ mod tests {
         assert_eq!(summary.frames as u64, installer.meta().frame_count);
         assert!(summary.frames >= 2, "the 5 MiB file spans frames");
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with(&format!("ok: {} frames, ", summary.frames)), "{text}");
+        assert!(
+            text.starts_with(&format!("ok: {} frames, ", summary.frames)),
+            "{text}"
+        );
     }
 
     #[test]
@@ -109,12 +114,21 @@ mod tests {
         let installer = Installer::open(&bytes, None).unwrap();
         let mut out = Vec::new();
         let err = verify(&installer, false, &ProgressBar::hidden(), &|_| {}, &mut out).unwrap_err();
-        assert!(matches!(err, Error::Damaged { ref items } if items.len() == 1), "{err}");
+        assert!(
+            matches!(err, Error::Damaged { ref items } if items.len() == 1),
+            "{err}"
+        );
         assert!(err.is_corrupt());
         assert!(out.is_empty(), "nothing is printed as ok");
         let text = err.to_string();
-        assert!(text.contains("\n  damaged: installer is corrupt: frame 0 is damaged"), "{text}");
-        assert!(text.contains("bin/tool") || text.contains("big/data.bin"), "{text}");
+        assert!(
+            text.contains("\n  damaged: installer is corrupt: frame 0 is damaged"),
+            "{text}"
+        );
+        assert!(
+            text.contains("bin/tool") || text.contains("big/data.bin"),
+            "{text}"
+        );
         assert_eq!(text.lines().count(), 2, "{text}");
     }
 
@@ -126,7 +140,10 @@ mod tests {
         let installer = Installer::open(&bytes, None).unwrap();
         let mut out = Vec::new();
         let err = verify(&installer, false, &ProgressBar::hidden(), &|_| {}, &mut out).unwrap_err();
-        assert!(matches!(err, Error::Damaged { ref items } if items.len() == 2), "{err}");
+        assert!(
+            matches!(err, Error::Damaged { ref items } if items.len() == 2),
+            "{err}"
+        );
         let text = err.to_string();
         assert!(text.contains("stub"), "{text}");
         assert!(text.contains("frame 1 is damaged"), "{text}");

@@ -41,9 +41,9 @@ use airlock_payload::{Installer, Payload};
 use indicatif::ProgressBar;
 use rayon::prelude::*;
 
-use airlock_payload::human_bytes;
 use crate::sys::{self, SpaceProbe};
 use crate::{Error, Result};
+use airlock_payload::human_bytes;
 
 use select::{select, Item};
 
@@ -82,7 +82,11 @@ pub struct ExtractSummary {
 }
 
 /// Extracts the selected entries of `payload` into `opts.target` (see the module docs).
-pub fn extract(installer: &Installer<'_>, payload: &Payload<'_>, opts: &ExtractOptions<'_>) -> Result<ExtractSummary> {
+pub fn extract(
+    installer: &Installer<'_>,
+    payload: &Payload<'_>,
+    opts: &ExtractOptions<'_>,
+) -> Result<ExtractSummary> {
     let items = select(payload.index(), opts.paths)?;
     let created_target = ensure_target(opts.target)?;
     let result = extract_items(installer, payload, &items, opts);
@@ -113,7 +117,10 @@ fn extract_items(
     place::move_into_place(root, target, mtime)?;
     staging.remove()?;
 
-    let files = items.iter().filter(|i| matches!(i, Item::File { .. })).count();
+    let files = items
+        .iter()
+        .filter(|i| matches!(i, Item::File { .. }))
+        .count();
     Ok(ExtractSummary {
         entries: items.len(),
         files,
@@ -129,7 +136,10 @@ fn ensure_target(target: &Path) -> Result<bool> {
         Ok(_) => Err(Error::Fs {
             step: "use as the target folder",
             path: target.to_owned(),
-            source: io::Error::new(io::ErrorKind::NotADirectory, "it exists and is not a folder"),
+            source: io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "it exists and is not a folder",
+            ),
         }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             fs::create_dir(target).map_err(Error::fs("create the target folder", target))?;
@@ -144,7 +154,10 @@ fn remove_stale_staging(target: &Path) -> Result<()> {
     for child in fs::read_dir(target).map_err(Error::fs("read the target folder", target))? {
         let child = child.map_err(Error::fs("read the target folder", target))?;
         let name = child.file_name();
-        if !name.as_encoded_bytes().starts_with(STAGING_PREFIX.as_bytes()) {
+        if !name
+            .as_encoded_bytes()
+            .starts_with(STAGING_PREFIX.as_bytes())
+        {
             continue;
         }
         let path = child.path();
@@ -155,7 +168,8 @@ fn remove_stale_staging(target: &Path) -> Result<()> {
                 continue;
             };
             tracing::debug!(path = %path.display(), "removing a staging folder left by an interrupted extract");
-            place::remove_tree(&path).map_err(Error::fs("remove the stale staging folder", &path))?;
+            place::remove_tree(&path)
+                .map_err(Error::fs("remove the stale staging folder", &path))?;
         }
     }
     Ok(())
@@ -164,7 +178,13 @@ fn remove_stale_staging(target: &Path) -> Result<()> {
 fn preflight(items: &[Item<'_>], target: &Path, space: &dyn SpaceProbe) -> Result<()> {
     let file_bytes: u64 = items
         .iter()
-        .map(|i| if let Item::File { size, .. } = i { *size } else { 0 })
+        .map(|i| {
+            if let Item::File { size, .. } = i {
+                *size
+            } else {
+                0
+            }
+        })
         .sum();
     let need_bytes = file_bytes + MARGIN_PER_ENTRY * items.len() as u64;
     let need_inodes = items.len() as u64;
@@ -203,9 +223,13 @@ impl Staging {
             .prefix(STAGING_PREFIX)
             .tempdir_in(target)
             .map_err(Error::fs("create a staging folder in", target))?;
-        let lock = sys::try_lock_dir(dir.path()).map_err(Error::fs("lock the staging folder", dir.path()))?;
+        let lock = sys::try_lock_dir(dir.path())
+            .map_err(Error::fs("lock the staging folder", dir.path()))?;
         // Our own removal copes with read-only folders; TempDir's would not.
-        Ok(Staging { path: dir.keep(), _lock: lock })
+        Ok(Staging {
+            path: dir.keep(),
+            _lock: lock,
+        })
     }
 
     fn remove(mut self) -> Result<()> {
@@ -220,7 +244,10 @@ impl Drop for Staging {
             return;
         }
         if let Err(e) = place::remove_tree(&self.path) {
-            tracing::warn!("failed to remove the staging folder {}: {e}", self.path.display());
+            tracing::warn!(
+                "failed to remove the staging folder {}: {e}",
+                self.path.display()
+            );
         }
     }
 }
@@ -271,17 +298,23 @@ fn write_content(
     let mut by_frame: BTreeMap<usize, Vec<Slice>> = BTreeMap::new();
     let mut total = 0u64;
     for (n, item) in items.iter().enumerate() {
-        let Item::File { path, size, digest, .. } = item else {
+        let Item::File {
+            path, size, digest, ..
+        } = item
+        else {
             continue;
         };
         if *size == 0 {
             continue;
         }
-        let blob = index.blob(digest).filter(|b| b.size == *size).ok_or_else(|| {
-            Error::Payload(airlock_payload::Error::Corrupt {
-                what: format!("no content stored for {path}"),
-            })
-        })?;
+        let blob = index
+            .blob(digest)
+            .filter(|b| b.size == *size)
+            .ok_or_else(|| {
+                Error::Payload(airlock_payload::Error::Corrupt {
+                    what: format!("no content stored for {path}"),
+                })
+            })?;
         let (start, end) = (blob.raw_offset, blob.raw_offset + blob.size);
         for frame in index.frames_for(blob.raw_offset, blob.size) {
             let frame_start = index.frame_raw_start(frame);
@@ -299,22 +332,25 @@ fn write_content(
     bar.set_length(total);
     let decoded = AtomicUsize::new(0);
     let work: Vec<(usize, Vec<Slice>)> = by_frame.into_iter().collect();
-    work.par_iter().try_for_each_init(Vec::new, |buf, (frame, slices)| {
-        payload.decode_frame(*frame, buf).map_err(|source| Error::Content {
-            entries: names(items, slices),
-            source,
+    work.par_iter()
+        .try_for_each_init(Vec::new, |buf, (frame, slices)| {
+            payload
+                .decode_frame(*frame, buf)
+                .map_err(|source| Error::Content {
+                    entries: names(items, slices),
+                    source,
+                })?;
+            (opts.release)(payload.frame_stored(*frame));
+            decoded.fetch_add(1, Ordering::Relaxed);
+            for s in slices {
+                let p = root.join(items[s.item].path());
+                let file = sys::open_write_nofollow(&p).map_err(Error::fs("open file", &p))?;
+                file.write_all_at(&buf[s.frame_offset..s.frame_offset + s.len], s.file_offset)
+                    .map_err(Error::fs("write file", &p))?;
+                bar.inc(s.len as u64);
+            }
+            Ok::<(), Error>(())
         })?;
-        (opts.release)(payload.frame_stored(*frame));
-        decoded.fetch_add(1, Ordering::Relaxed);
-        for s in slices {
-            let p = root.join(items[s.item].path());
-            let file = sys::open_write_nofollow(&p).map_err(Error::fs("open file", &p))?;
-            file.write_all_at(&buf[s.frame_offset..s.frame_offset + s.len], s.file_offset)
-                .map_err(Error::fs("write file", &p))?;
-            bar.inc(s.len as u64);
-        }
-        Ok::<(), Error>(())
-    })?;
     bar.finish_and_clear();
     Ok((decoded.into_inner(), total))
 }
@@ -356,7 +392,9 @@ fn finish_entries(items: &[Item<'_>], root: &Path, mtime: SystemTime) -> Result<
     })?;
     // Reverse path order puts every folder after all of its descendants.
     for item in items.iter().rev() {
-        let Item::Dir { path, mode } = item else { continue };
+        let Item::Dir { path, mode } = item else {
+            continue;
+        };
         let p = root.join(path);
         let dir = sys::open_dir_nofollow(&p).map_err(Error::fs("open folder", &p))?;
         dir.set_modified(mtime)

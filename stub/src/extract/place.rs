@@ -72,7 +72,8 @@ pub(crate) fn move_into_place(staged: &Path, target: &Path, mtime: SystemTime) -
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<()> {
-    fs::set_permissions(path, Permissions::from_mode(mode)).map_err(Error::fs("set the mode of", path))
+    fs::set_permissions(path, Permissions::from_mode(mode))
+        .map_err(Error::fs("set the mode of", path))
 }
 
 fn plan(staged: &Path, target: &Path, root: bool, ops: &mut Vec<Op>) -> Result<()> {
@@ -105,9 +106,14 @@ fn plan(staged: &Path, target: &Path, root: bool, ops: &mut Vec<Op>) -> Result<(
                 }
                 ops.push(Op::EnterDir { to: to.clone() });
                 plan(&from, &to, root, ops)?;
-                ops.push(Op::FinishDir { to, mode: staged_mode });
+                ops.push(Op::FinishDir {
+                    to,
+                    mode: staged_mode,
+                });
             }
-            (true, Some(d)) if d.file_type().is_symlink() => return Err(Error::SymlinkInTheWay(to)),
+            (true, Some(d)) if d.file_type().is_symlink() => {
+                return Err(Error::SymlinkInTheWay(to))
+            }
             (true, Some(_)) => return Err(Error::NotAFolder(to)),
             (false, Some(d)) if d.is_dir() => {
                 let kind = if staged_meta.file_type().is_symlink() {
@@ -140,7 +146,9 @@ pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
 }
 
 fn open_up(path: &Path) {
-    let Ok(meta) = fs::symlink_metadata(path) else { return };
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return;
+    };
     if meta.is_dir() {
         let _ = fs::set_permissions(path, Permissions::from_mode(0o700));
         for child in fs::read_dir(path).into_iter().flatten().flatten() {
@@ -206,7 +214,10 @@ mod tests {
         let (_dir, staged, target) = setup();
         fs::create_dir_all(target.join("a/b/file")).unwrap();
         let err = move_into_place(&staged, &target, SystemTime::UNIX_EPOCH).unwrap_err();
-        assert!(matches!(err, Error::FolderInTheWay { kind: "file", .. }), "{err}");
+        assert!(
+            matches!(err, Error::FolderInTheWay { kind: "file", .. }),
+            "{err}"
+        );
     }
 
     #[test]
@@ -217,8 +228,13 @@ mod tests {
         symlink("/etc/passwd", target.join("a/b/file")).unwrap();
         fs::write(target.join("link"), b"old file").unwrap();
         move_into_place(&staged, &target, SystemTime::UNIX_EPOCH).unwrap();
-        assert!(fs::symlink_metadata(target.join("a/b/file")).unwrap().is_file());
-        assert_eq!(fs::read_link(target.join("link")).unwrap(), Path::new("b/file"));
+        assert!(fs::symlink_metadata(target.join("a/b/file"))
+            .unwrap()
+            .is_file());
+        assert_eq!(
+            fs::read_link(target.join("link")).unwrap(),
+            Path::new("b/file")
+        );
     }
 
     #[test]

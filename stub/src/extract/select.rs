@@ -80,7 +80,10 @@ pub(crate) fn select<'a>(index: &'a Index, names: &[String]) -> Result<Vec<Item<
             // Paths starting with "path/" are contiguous in byte order.
             let prefix = format!("{path}/");
             let first = entries.partition_point(|e| e.path.as_str() < prefix.as_str());
-            chosen.extend((first..entries.len()).take_while(|&i| entries[i].path.as_str().starts_with(&prefix)));
+            chosen.extend(
+                (first..entries.len())
+                    .take_while(|&i| entries[i].path.as_str().starts_with(&prefix)),
+            );
         }
     }
     if !missing.is_empty() {
@@ -125,16 +128,18 @@ pub(crate) fn select<'a>(index: &'a Index, names: &[String]) -> Result<Vec<Item<
                     path,
                     target: target.as_str(),
                 },
-                EntryKind::Hardlink { target } => match index.entry(target.as_str()).map(|t| &t.kind) {
-                    Some(EntryKind::File { size, digest }) => Item::File {
-                        path,
-                        mode: e.mode,
-                        size: *size,
-                        digest: *digest,
-                    },
-                    // The index guarantees a hardlink names an earlier file.
-                    _ => unreachable!("hardlink {path} does not name a file"),
-                },
+                EntryKind::Hardlink { target } => {
+                    match index.entry(target.as_str()).map(|t| &t.kind) {
+                        Some(EntryKind::File { size, digest }) => Item::File {
+                            path,
+                            mode: e.mode,
+                            size: *size,
+                            digest: *digest,
+                        },
+                        // The index guarantees a hardlink names an earlier file.
+                        _ => unreachable!("hardlink {path} does not name a file"),
+                    }
+                }
             }
         })
         .collect();
@@ -176,7 +181,13 @@ mod tests {
     fn a_named_file_brings_its_parents_only() {
         assert_eq!(
             paths_for(&["deep/a/b/c/leaf.txt"]).unwrap(),
-            ["deep", "deep/a", "deep/a/b", "deep/a/b/c", "deep/a/b/c/leaf.txt"]
+            [
+                "deep",
+                "deep/a",
+                "deep/a/b",
+                "deep/a/b/c",
+                "deep/a/b/c/leaf.txt"
+            ]
         );
     }
 

@@ -12,7 +12,12 @@ fn run(bytes: &[u8], target: &Path, names: &[&str]) -> Result<ExtractSummary> {
     run_with(bytes, target, names, &Statvfs)
 }
 
-fn run_with(bytes: &[u8], target: &Path, names: &[&str], space: &dyn SpaceProbe) -> Result<ExtractSummary> {
+fn run_with(
+    bytes: &[u8],
+    target: &Path,
+    names: &[&str],
+    space: &dyn SpaceProbe,
+) -> Result<ExtractSummary> {
     let installer = Installer::open(bytes, None).unwrap();
     let payload = installer.load_index()?;
     let paths: Vec<String> = names.iter().map(|s| s.to_string()).collect();
@@ -106,15 +111,29 @@ fn full_extract_sets_content_modes_links_and_mtimes() {
     assert_eq!(mode("etc/conf"), 0o600);
     assert_eq!(mode("ro"), 0o555);
     assert_eq!(mode("ro/inside.txt"), 0o444);
-    assert_eq!(fs::read_link(target.join("bin/link")).unwrap(), Path::new("tool"));
+    assert_eq!(
+        fs::read_link(target.join("bin/link")).unwrap(),
+        Path::new("tool")
+    );
     let ino = |rel: &str| fs::metadata(target.join(rel)).unwrap().ino();
-    assert_eq!(ino("bin/twin"), ino("bin/tool"), "hardlink shares the inode");
+    assert_eq!(
+        ino("bin/twin"),
+        ino("bin/tool"),
+        "hardlink shares the inode"
+    );
     assert_ne!(
         ino("etc/conf"),
         ino("etc/copy"),
         "de-duplicated content is not a hardlink"
     );
-    for rel in ["bin", "bin/tool", "deep/a/b/c", "deep", "ro", "big/data.bin"] {
+    for rel in [
+        "bin",
+        "bin/tool",
+        "deep/a/b/c",
+        "deep",
+        "ro",
+        "big/data.bin",
+    ] {
         assert_eq!(mtime(&target.join(rel)), MTIME, "{rel}");
     }
     assert!(!listing(&target).iter().any(|p| p.contains(STAGING_PREFIX)));
@@ -174,10 +193,16 @@ fn a_damaged_frame_fails_naming_the_entry_and_leaves_the_target_untouched() {
     assert!(err.is_corrupt(), "{err}");
     let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
     assert!(
-        chain.starts_with("failed to extract big/data.bin: installer is corrupt: frame 0 is damaged"),
+        chain.starts_with(
+            "failed to extract big/data.bin: installer is corrupt: frame 0 is damaged"
+        ),
         "{chain}"
     );
-    assert_eq!(listing(&target), ["keep"], "no extracted file and no staging folder");
+    assert_eq!(
+        listing(&target),
+        ["keep"],
+        "no extracted file and no staging folder"
+    );
     make_removable(tree.path());
 }
 
@@ -217,7 +242,8 @@ fn too_little_space_is_refused_before_anything_is_written() {
     });
     let err = run_with(&bytes, &target, &[], &few_inodes).unwrap_err();
     assert!(
-        err.to_string().ends_with(": need 17 inodes, 3 inodes available"),
+        err.to_string()
+            .ends_with(": need 17 inodes, 3 inodes available"),
         "{err}"
     );
     assert!(listing(&target).is_empty());
@@ -250,7 +276,11 @@ fn an_existing_symlink_where_a_folder_goes_is_refused_and_not_followed() {
     );
     assert_eq!(listing(&elsewhere), ["precious"]);
     assert_eq!(fs::read(elsewhere.join("precious")).unwrap(), b"untouched");
-    assert_eq!(listing(&target), ["etc"], "nothing moved, no staging folder left");
+    assert_eq!(
+        listing(&target),
+        ["etc"],
+        "nothing moved, no staging folder left"
+    );
     make_removable(tree.path());
 }
 
@@ -264,12 +294,22 @@ fn extracting_again_replaces_changed_files_and_keeps_foreign_ones() {
     fs::write(target.join("bin/link"), b"a file where a link was").unwrap();
     fs::write(target.join("etc/local"), b"not from the installer").unwrap();
     run(&bytes, &target, &[]).unwrap();
-    assert_eq!(mtime(&target.join("etc")), MTIME, "merged folders get their mtime back");
-    assert_eq!(fs::read(target.join("etc/local")).unwrap(), b"not from the installer");
+    assert_eq!(
+        mtime(&target.join("etc")),
+        MTIME,
+        "merged folders get their mtime back"
+    );
+    assert_eq!(
+        fs::read(target.join("etc/local")).unwrap(),
+        b"not from the installer"
+    );
     fs::remove_file(target.join("etc/local")).unwrap();
     compare_trees(tree.path(), &target).unwrap();
     assert_eq!(fs::read(target.join("etc/conf")).unwrap(), b"key = value\n");
-    assert_eq!(fs::read_link(target.join("bin/link")).unwrap(), Path::new("tool"));
+    assert_eq!(
+        fs::read_link(target.join("bin/link")).unwrap(),
+        Path::new("tool")
+    );
     make_removable(tree.path());
     make_removable(&target);
 }
@@ -292,7 +332,8 @@ fn a_target_whose_parent_is_missing_is_an_error() {
     let target = out.path().join("missing/t");
     let err = run(&bytes, &target, &[]).unwrap_err();
     assert!(
-        err.to_string().starts_with("failed to create the target folder"),
+        err.to_string()
+            .starts_with("failed to create the target folder"),
         "{err}"
     );
     assert!(!err.is_corrupt());
@@ -304,8 +345,13 @@ fn a_staging_folder_locked_by_a_running_extract_is_left_alone() {
     let target = tempfile::tempdir().unwrap();
     let busy = target.path().join(format!("{STAGING_PREFIX}busy"));
     fs::create_dir(&busy).unwrap();
-    let _held = crate::sys::try_lock_dir(&busy).unwrap().expect("first lock succeeds");
-    assert!(crate::sys::try_lock_dir(&busy).unwrap().is_none(), "a second lock must fail");
+    let _held = crate::sys::try_lock_dir(&busy)
+        .unwrap()
+        .expect("first lock succeeds");
+    assert!(
+        crate::sys::try_lock_dir(&busy).unwrap().is_none(),
+        "a second lock must fail"
+    );
     let (bytes, _tree, _) = sample();
     run(&bytes, target.path(), &[]).unwrap();
     assert!(busy.exists(), "the busy staging folder was removed");
