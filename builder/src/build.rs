@@ -1,5 +1,9 @@
-//! The build: spec → gathered tree → hashed, de-duplicated content → installer written
-//! atomically next to its final path.
+//! The build: spec → gathered tree and captured images → hashed, de-duplicated content →
+//! installer written atomically next to its final path.
+//!
+//! File blobs come first in the payload, in path order; image blobs follow, images sorted by
+//! (registry, repository, tag, digest), each image's blobs in manifest order. A blob shared by
+//! files and images, or by several images, is stored once.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter};
@@ -14,6 +18,7 @@ use airlock_payload::{
 };
 use rayon::prelude::*;
 
+use crate::image::{self, CaptureOptions, RegistryOptions};
 use crate::progress::Progress;
 use crate::spec::{self, Spec};
 use crate::stubcheck;
@@ -32,6 +37,9 @@ pub enum Error {
     /// The tree could not be gathered.
     #[error(transparent)]
     Tree(#[from] tree::Error),
+    /// An image could not be captured.
+    #[error(transparent)]
+    Image(#[from] image::Error),
     /// No stub was given and none was found beside the program.
     #[error("failed to find the installer stub: none given with --stub, AIRLOCK_STUB is unset and {0} does not exist")]
     NoStub(PathBuf),
@@ -88,6 +96,8 @@ pub struct BuildPlan {
     pub level: i32,
     /// Show progress bars.
     pub progress: bool,
+    /// How images are pulled from registries (mirrors, cache, credentials).
+    pub registry: RegistryOptions,
 }
 
 /// What a build produced.
@@ -143,7 +153,19 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
 
     let sources = tree::gather(&spec.files)?;
     tracing::debug!(entries = sources.len(), "tree gathered");
-    let (entries, blobs) = hash_tree(&sources, plan.progress)?;
+    let (entries, mut blobs) = hash_tree(&sources, plan.progress)?;
+
+    let captured = image::capture_all(
+        &spec.images,
+        &CaptureOptions {
+            platform: spec.platform.clone(),
+            registry: plan.registry.clone(),
+            progress: plan.progress,
+            parallel: 4,
+        },
+    )?;
+    tracing::debug!(images = captured.len(), "images captured");
+    let images = add_image_blobs(captured, &mut blobs);
 
     let out_dir = match plan.output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
@@ -179,7 +201,7 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
         PayloadContents {
             blobs,
             entries,
-            images: Vec::new(),
+            images,
         },
         WriteOptions { level: plan.level },
         &|done| bar.set(done),
@@ -304,6 +326,46 @@ fn hash_tree(sources: &[SourceEntry], progress: bool) -> Result<(Vec<Entry>, Vec
     Ok((entries, blobs))
 }
 
+/// Appends the blobs of `captured` that `blobs` does not hold yet (images in index order,
+/// each image's blobs in manifest order) and returns the image records, sorted by
+/// (registry, repository, tag, digest).
+fn add_image_blobs(
+    mut captured: Vec<image::CapturedImage>,
+    blobs: &mut Vec<BlobInput>,
+) -> Vec<airlock_payload::Image> {
+    captured.sort_by(|a, b| {
+        let key = |c: &image::CapturedImage| {
+            (
+                c.image.registry.clone(),
+                c.image.repository.clone(),
+                c.image.tag.clone(),
+                c.image.digest,
+            )
+        };
+        key(a).cmp(&key(b))
+    });
+    let mut seen: std::collections::HashSet<Sha256Digest> =
+        blobs.iter().map(|b| b.digest).collect();
+    let mut records: Vec<airlock_payload::Image> = Vec::with_capacity(captured.len());
+    for c in captured {
+        for b in c.blobs {
+            if b.size > 0 && seen.insert(b.digest) {
+                blobs.push(BlobInput {
+                    digest: b.digest,
+                    size: b.size,
+                    precompressed: b.precompressed,
+                    name: format!("{} blob {}", c.image.reference(), b.digest),
+                    source: b.source,
+                });
+            }
+        }
+        if records.last() != Some(&c.image) {
+            records.push(c.image);
+        }
+    }
+    records
+}
+
 /// Reads the summary of an installer without running it.
 pub fn inspect(path: &Path) -> Result<airlock_payload::Summary> {
     let file = File::open(path).map_err(io_err(format!("open {}", path.display())))?;
@@ -320,4 +382,108 @@ pub fn inspect(path: &Path) -> Result<airlock_payload::Summary> {
 /// True when `err` means an installer is corrupt or truncated (exit code 3).
 pub fn is_corrupt(err: &Error) -> bool {
     matches!(err, Error::Payload(e) if e.is_corrupt())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::testutil::{layer, Layout};
+    use crate::image::{capture_all, CaptureOptions, RegistryOptions};
+    use crate::spec::{ImageSource, ImageSpec};
+
+    /// Writes an installer with one file and the images of `specs` to memory.
+    fn write(specs: &[ImageSpec], file_content: &[u8]) -> Vec<u8> {
+        let captured = capture_all(
+            specs,
+            &CaptureOptions {
+                platform: "linux/amd64".parse().unwrap(),
+                registry: RegistryOptions::default(),
+                progress: false,
+                parallel: 3,
+            },
+        )
+        .unwrap();
+        let digest = Sha256Digest::of(file_content);
+        let mut blobs = vec![BlobInput {
+            digest,
+            size: file_content.len() as u64,
+            precompressed: false,
+            name: "file".into(),
+            source: Box::new(file_content.to_vec()),
+        }];
+        let entries = vec![Entry {
+            path: EntryPath::try_from("file".to_owned()).unwrap(),
+            mode: 0o644,
+            kind: EntryKind::File {
+                size: file_content.len() as u64,
+                digest,
+            },
+        }];
+        let images = add_image_blobs(captured, &mut blobs);
+        let info = BuildInfo {
+            name: "t".into(),
+            version: "1".into(),
+            platform: "linux/amd64".into(),
+            created: DEFAULT_EPOCH,
+            mtime: DEFAULT_EPOCH,
+            builder: "test".into(),
+        };
+        let mut out = io::Cursor::new(Vec::new());
+        write_installer(
+            &mut out,
+            b"#!stub",
+            &info,
+            PayloadContents {
+                blobs,
+                entries,
+                images,
+            },
+            WriteOptions::default(),
+            &|_| {},
+        )
+        .unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn shared_layers_are_stored_once_and_images_are_sorted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut l = Layout::new(tmp.path());
+        let shared = layer("shared", b"base layer");
+        let a = l.manifest("amd64", &[shared.clone(), layer("a", b"a")], true);
+        let b = l.manifest("amd64", &[shared.clone(), layer("b", b"b")], true);
+        l.tag(&a, "a", &[]);
+        l.tag(&b, "b", &[]);
+        let spec = |r: &str, tag: &str| ImageSpec {
+            reference: r.parse().unwrap(),
+            from: Some(ImageSource::OciLayout {
+                dir: l.dir.clone(),
+                tag: Some(tag.into()),
+            }),
+        };
+        // Spec order differs from index order; a layer equals a file's content.
+        let specs = [
+            spec("quay.io/z/app:1", "b"),
+            spec("example.hub/team/app:1", "a"),
+        ];
+        let bytes = write(&specs, &crate::image::testutil::gzip(&shared));
+        let installer = airlock_payload::Installer::open(&bytes, None).unwrap();
+        let payload = installer.load_index().unwrap();
+        let index = payload.index();
+        let names: Vec<String> = index.images().iter().map(|i| i.reference()).collect();
+        assert_eq!(names, ["example.hub/team/app:1", "quay.io/z/app:1"]);
+        // 1 file (= the shared layer) + 2 × (manifest, config, own layer).
+        assert_eq!(index.blobs().len(), 7);
+        for image in index.images() {
+            for d in image
+                .blobs
+                .iter()
+                .chain(image.manifests.iter().map(|m| &m.digest))
+            {
+                assert!(index.blob(d).is_some(), "{d} stored");
+            }
+        }
+        // Same inputs, same bytes.
+        assert!(write(&specs, &crate::image::testutil::gzip(&shared)) == bytes);
+    }
 }

@@ -3,6 +3,9 @@
 //!
 //! - [`spec`]: the spec file, parsed into types that cannot hold invalid values; errors carry
 //!   `file:line:column`.
+//! - [`reference`]: image references, normalised like containerd.
+//! - [`image`]: captures images from OCI layouts, docker-archives and registries, verified
+//!   blob by blob.
 //! - [`tree`]: turns `files:` into a sorted list of entries (folders, files, symlinks, hard
 //!   links).
 //! - [`stubcheck`]: checks that a stub is a static ELF executable for the platform.
@@ -10,7 +13,9 @@
 #![deny(missing_docs)]
 
 pub mod build;
+pub mod image;
 pub mod progress;
+pub mod reference;
 pub mod spec;
 pub mod stubcheck;
 pub mod tree;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use airlock_builder::build::{self, BuildPlan};
+use airlock_builder::image::{Mirror, RegistryOptions};
 use clap::{Parser, Subcommand};
 
 /// Build one executable file that carries a Kubernetes distribution, its binaries, its
@@ -42,6 +43,10 @@ enum Command {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+        /// Fetch the images of upstream registry HOST from URL instead (repeatable), e.g.
+        /// docker.io=http://127.0.0.1:5000; `http://` means plain HTTP.
+        #[arg(long = "registry-mirror", value_name = "HOST=URL")]
+        registry_mirror: Vec<Mirror>,
     },
     /// Show what an installer holds, without running it.
     Inspect {
@@ -89,6 +94,7 @@ fn run(cli: &Cli) -> Result<(), build::Error> {
             stub,
             level,
             json,
+            registry_mirror,
         } => {
             let plan = BuildPlan {
                 spec: spec.clone(),
@@ -96,6 +102,12 @@ fn run(cli: &Cli) -> Result<(), build::Error> {
                 stub: stub.clone(),
                 level: *level,
                 progress: !cli.quiet && std::io::stderr().is_terminal(),
+                registry: RegistryOptions {
+                    mirrors: registry_mirror.clone(),
+                    cache_dir: RegistryOptions::default_cache_dir(),
+                    auth_file: RegistryOptions::default_auth_file(),
+                    connect_timeout: None,
+                },
             };
             let report = build::build(&plan)?;
             if *json {

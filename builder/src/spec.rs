@@ -10,8 +10,11 @@
 //! ```
 //!
 //! Paths under `src` are relative to the spec's folder (absolute paths are allowed too) and must
-//! exist when the spec is read. The keys `images`, `discover`, `engine`, `hooks` and `exclude` are
-//! recognised but not supported yet: a spec that uses them is rejected rather than half built.
+//! exist when the spec is read. `images` entries name the image the installer serves (`ref`,
+//! normalised like containerd: [`ImageRef`]) and where it comes from (`from`, an
+//! [`ImageSource`] in containers-transport syntax; without it, the image is pulled from its
+//! registry). The keys `discover`, `engine`, `hooks` and `exclude` are recognised but not
+//! supported yet: a spec that uses them is rejected rather than half built.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -22,6 +25,8 @@ use std::str::FromStr;
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
+
+pub use crate::reference::{ImageRef, ReferenceError};
 
 /// A specialised `Result` for spec parsing.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -113,6 +118,17 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// An image `from` with a transport airlock does not read.
+    #[error("unknown image transport in `{0}`: expected oci:DIR[:TAG], docker-archive:FILE[:REF] or docker://REF")]
+    UnknownTransport(String),
+    /// An image `from` whose transport is known but whose rest is not valid.
+    #[error("invalid image source `{value}`: {reason}")]
+    InvalidImageSource {
+        /// The text given.
+        value: String,
+        /// Why.
+        reason: String,
+    },
     /// A [`SourcePath`] was deserialized outside [`Spec::from_path`], so there is no folder to
     /// resolve it against.
     #[error("failed to resolve source `{0}`: no spec folder in scope")]
@@ -130,6 +146,8 @@ pub struct Spec {
     pub platform: Platform,
     /// Files to lay down, in spec order.
     pub files: Vec<FileSpec>,
+    /// Images to capture, in spec order.
+    pub images: Vec<ImageSpec>,
     /// The absolute folder that relative `src` paths were resolved against.
     pub base_dir: PathBuf,
     /// The spec file, as given (used in messages).
@@ -147,8 +165,126 @@ pub struct FileSpec {
     pub mode: Option<Mode>,
 }
 
+/// One entry of `images`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSpec {
+    /// The name the installer serves the image under.
+    pub reference: ImageRef,
+    /// Where it comes from; `None` pulls `reference` from its registry.
+    pub from: Option<ImageSource>,
+}
+
+/// Where an image comes from: containers-transport syntax, paths relative to the spec's
+/// folder (which must exist when the spec is read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageSource {
+    /// `oci:DIR[:TAG]`: an OCI image layout; the tag defaults to the reference's.
+    OciLayout {
+        /// The layout folder.
+        dir: PathBuf,
+        /// The `org.opencontainers.image.ref.name` to pick.
+        tag: Option<String>,
+    },
+    /// `docker-archive:FILE[:REF]`: a `docker save` tar; `REF` picks one of several images.
+    DockerArchive {
+        /// The archive.
+        file: PathBuf,
+        /// The image to pick.
+        reference: Option<ImageRef>,
+    },
+    /// `docker://REF`: pull `REF` from its registry instead of the served name.
+    Registry(ImageRef),
+}
+
+impl ImageSource {
+    /// Parses `text`, resolving paths against `base`.
+    pub fn parse(base: &Path, text: &str) -> Result<ImageSource> {
+        let invalid = |reason: String| Error::InvalidImageSource {
+            value: text.to_owned(),
+            reason,
+        };
+        if let Some(rest) = text.strip_prefix("docker://") {
+            let reference = rest
+                .parse()
+                .map_err(|e: ReferenceError| invalid(e.to_string()))?;
+            return Ok(ImageSource::Registry(reference));
+        }
+        let (transport, rest) = text
+            .split_once(':')
+            .ok_or_else(|| Error::UnknownTransport(text.to_owned()))?;
+        // As in containers/image: the path ends at the first ':'.
+        let (path, suffix) = match rest.split_once(':') {
+            Some((p, s)) => (p, Some(s)),
+            None => (rest, None),
+        };
+        match transport {
+            "oci" => {
+                let dir = SourcePath::resolve(base, path)?.into_path_buf();
+                let tag = match suffix {
+                    None => None,
+                    Some(t) if airlock_payload::is_valid_tag(t) => Some(t.to_owned()),
+                    Some(t) => return Err(invalid(format!("`{t}` is not a valid tag"))),
+                };
+                Ok(ImageSource::OciLayout { dir, tag })
+            }
+            "docker-archive" => {
+                let file = SourcePath::resolve(base, path)?.into_path_buf();
+                let reference = match suffix {
+                    None => None,
+                    Some(r) => Some(
+                        r.parse()
+                            .map_err(|e: ReferenceError| invalid(e.to_string()))?,
+                    ),
+                };
+                Ok(ImageSource::DockerArchive { file, reference })
+            }
+            _ => Err(Error::UnknownTransport(text.to_owned())),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ImageSource {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SourceVisitor;
+
+        impl Visitor<'_> for SourceVisitor {
+            type Value = ImageSource;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an image source such as oci:images/app:1.0")
+            }
+
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<ImageSource, E> {
+                let base = SOURCE_BASE.with(|base| base.borrow().clone());
+                let result = match base {
+                    Some(base) => ImageSource::parse(&base, value),
+                    None => Err(Error::SourceWithoutBase(value.to_owned())),
+                };
+                result.map_err(|err| E::custom(chain(&err)))
+            }
+        }
+
+        deserializer.deserialize_str(SourceVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for ImageRef {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(FromStrVisitor::<ImageRef>(
+            "an image reference such as docker.io/library/busybox:1.36",
+            PhantomData,
+        ))
+    }
+}
+
+impl Serialize for ImageRef {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 /// The keys that are recognised but not supported yet, in the order they are checked.
-const UNSUPPORTED_KEYS: [&str; 5] = ["images", "discover", "engine", "hooks", "exclude"];
+const UNSUPPORTED_KEYS: [&str; 4] = ["discover", "engine", "hooks", "exclude"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -160,7 +296,7 @@ struct RawSpec {
     #[serde(default)]
     files: Vec<RawFileSpec>,
     #[serde(default)]
-    images: Option<serde_yaml_ng::Value>,
+    images: Option<Vec<RawImageSpec>>,
     #[serde(default)]
     discover: Option<serde_yaml_ng::Value>,
     #[serde(default)]
@@ -169,6 +305,15 @@ struct RawSpec {
     hooks: Option<serde_yaml_ng::Value>,
     #[serde(default)]
     exclude: Option<serde_yaml_ng::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImageSpec {
+    #[serde(rename = "ref")]
+    reference: ImageRef,
+    #[serde(default)]
+    from: Option<ImageSource>,
 }
 
 #[derive(Deserialize)]
@@ -211,7 +356,6 @@ impl Spec {
         };
 
         let optional = [
-            raw.images.as_ref(),
             raw.discover.as_ref(),
             raw.engine.as_ref(),
             raw.hooks.as_ref(),
@@ -253,6 +397,15 @@ impl Spec {
                     src: file.src.into_path_buf(),
                     dest: file.dest,
                     mode: file.mode,
+                })
+                .collect(),
+            images: raw
+                .images
+                .unwrap_or_default()
+                .into_iter()
+                .map(|image| ImageSpec {
+                    reference: image.reference,
+                    from: image.from,
                 })
                 .collect(),
             base_dir,
@@ -378,7 +531,8 @@ struct FromStrVisitor<T>(&'static str, PhantomData<T>);
 
 impl<T> Visitor<'_> for FromStrVisitor<T>
 where
-    T: FromStr<Err = Error>,
+    T: FromStr,
+    T::Err: std::error::Error,
 {
     type Value = T;
 
@@ -387,7 +541,7 @@ where
     }
 
     fn visit_str<E: de::Error>(self, value: &str) -> Result<T, E> {
-        value.parse().map_err(|err: Error| E::custom(chain(&err)))
+        value.parse().map_err(|err: T::Err| E::custom(chain(&err)))
     }
 }
 
@@ -1057,19 +1211,135 @@ files:
     }
 
     #[test]
-    fn non_empty_images_are_not_supported_yet() {
+    fn images_parse_references_and_sources() {
+        let dir = spec_dir();
+        std::fs::create_dir_all(dir.path().join("images/app")).unwrap();
+        std::fs::write(dir.path().join("images/etcd.tar"), b"").unwrap();
+        let hex = "ab".repeat(32);
+        let text = format!(
+            "\
+name: edge
+version: '1'
+images:
+  - ref: busybox
+  - ref: example.hub/team/app:1.0
+    from: oci:images/app:1.0
+  - ref: quay.io/coreos/etcd:v3.5.0
+    from: docker-archive:images/etcd.tar:quay.io/coreos/etcd:v3.5.0
+  - ref: registry.local:5000/a/b:1
+    from: docker://127.0.0.1:5001/a/b:1
+  - ref: docker.io/library/alpine@sha256:{hex}
+  - ref: x/y
+    from: oci:images/app
+"
+        );
+        let spec = parse(&dir, &text).unwrap();
+        let refs: Vec<String> = spec
+            .images
+            .iter()
+            .map(|i| i.reference.to_string())
+            .collect();
+        assert_eq!(
+            refs,
+            [
+                "docker.io/library/busybox:latest".to_owned(),
+                "example.hub/team/app:1.0".to_owned(),
+                "quay.io/coreos/etcd:v3.5.0".to_owned(),
+                "registry.local:5000/a/b:1".to_owned(),
+                format!("docker.io/library/alpine@sha256:{hex}"),
+                "docker.io/x/y:latest".to_owned(),
+            ]
+        );
+        assert_eq!(spec.images[0].from, None);
+        assert_eq!(
+            spec.images[1].from,
+            Some(ImageSource::OciLayout {
+                dir: dir.path().join("images/app"),
+                tag: Some("1.0".into())
+            })
+        );
+        assert_eq!(
+            spec.images[2].from,
+            Some(ImageSource::DockerArchive {
+                file: dir.path().join("images/etcd.tar"),
+                reference: Some("quay.io/coreos/etcd:v3.5.0".parse().unwrap())
+            })
+        );
+        assert_eq!(
+            spec.images[3].from,
+            Some(ImageSource::Registry(
+                "127.0.0.1:5001/a/b:1".parse().unwrap()
+            ))
+        );
+        assert_eq!(spec.images[4].reference.tag(), None);
+        assert!(spec.images[4].reference.digest().is_some());
+        assert_eq!(
+            spec.images[5].from,
+            Some(ImageSource::OciLayout {
+                dir: dir.path().join("images/app"),
+                tag: None
+            })
+        );
+    }
+
+    #[test]
+    fn an_unknown_image_transport_is_reported_with_its_location() {
         let dir = spec_dir();
         let text = "\
 name: edge
 version: '1'
 images:
-  - ref: docker.io/library/busybox:1.36
+  - ref: busybox
+  - ref: app:1
+    from: containers-storage:app:1
 ";
         let err = parse_err(&dir, text);
+        assert!(err.contains("airlock.yaml:6:11: "), "{err}");
         assert!(
-            err.ends_with("airlock.yaml:3:1: `images` is not supported yet"),
+            err.contains("unknown image transport in `containers-storage:app:1`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn bad_image_entries_are_reported_with_their_location() {
+        let dir = spec_dir();
+        for (entry, at, expected) in [
+            (
+                "- ref: Busybox",
+                "4:10",
+                "invalid image reference `Busybox`",
+            ),
+            (
+                "- ref: a\n    from: oci:missing",
+                "5:11",
+                "source not found",
+            ),
+            (
+                "- ref: a\n    from: docker://",
+                "5:11",
+                "invalid image source `docker://`",
+            ),
+            (
+                "- ref: a\n    from: oci:rootfs:-bad",
+                "5:11",
+                "`-bad` is not a valid tag",
+            ),
+            (
+                "- ref: a\n    form: oci:rootfs",
+                "5:5",
+                "unknown field `form`",
+            ),
+            ("- from: oci:rootfs", "4:5", "missing field `ref`"),
+        ] {
+            let text = format!("name: edge\nversion: '1'\nimages:\n  {entry}\n");
+            let err = parse_err(&dir, &text);
+            assert!(
+                err.contains(&format!("airlock.yaml:{at}: ")),
+                "{entry}: {err}"
+            );
+            assert!(err.contains(expected), "{entry}: {err}");
+        }
     }
 
     #[test]

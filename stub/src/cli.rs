@@ -1,5 +1,6 @@
 //! The command line, as clap parses it. `main.rs` parses; [`crate::commands::run`] acts.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -52,6 +53,30 @@ pub enum Command {
     /// or a full disk leaves the target as it was. Existing files are replaced; existing
     /// symlinks are never followed.
     Extract(ExtractArgs),
+    /// Serve the captured container images as a read-only OCI registry.
+    #[command(subcommand)]
+    Registry(RegistryCommand),
+}
+
+/// `registry` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RegistryCommand {
+    /// Serve every captured image over HTTP, straight from this file, until SIGTERM/SIGINT.
+    ///
+    /// A read-only OCI distribution API (pull side): manifests by tag and digest, blobs with
+    /// Range, tags/list, _catalog. Images keep their upstream names: containerd's `?ns=`
+    /// query (mirror through hosts.toml) or a path prefix (`/v2/example.hub/team/app/...`)
+    /// selects the upstream registry; a bare name means docker.io. The first line printed is
+    /// `serving N images on http://ADDR` with the bound address (useful with port 0).
+    Serve(ServeArgs),
+}
+
+/// Arguments of `registry serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5000")]
+    pub listen: SocketAddr,
 }
 
 /// Arguments of `info`.
@@ -119,6 +144,28 @@ mod tests {
     #[test]
     fn extract_without_a_target_is_a_usage_error() {
         let err = Cli::try_parse_from(["x.run", "extract"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn registry_serve_listens_on_5000_by_default_or_where_told() {
+        let cli = Cli::try_parse_from(["x.run", "registry", "serve"]).unwrap();
+        match cli.command {
+            Some(Command::Registry(RegistryCommand::Serve(a))) => {
+                assert_eq!(a.listen, "127.0.0.1:5000".parse().unwrap());
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let cli =
+            Cli::try_parse_from(["x.run", "registry", "serve", "--listen", "[::1]:0"]).unwrap();
+        match cli.command {
+            Some(Command::Registry(RegistryCommand::Serve(a))) => {
+                assert_eq!(a.listen, "[::1]:0".parse().unwrap());
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let err =
+            Cli::try_parse_from(["x.run", "registry", "serve", "--listen", "nowhere"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
     }
 

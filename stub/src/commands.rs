@@ -2,13 +2,15 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use airlock_payload::Installer;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, RegistryCommand, ServeArgs};
 use crate::extract::{extract, ExtractOptions};
 use crate::info::{write_summary, InfoReport};
 use crate::progress::bytes_bar;
+use crate::registry::{serve, shutdown_signal, Registry, ServeOptions};
 use crate::selfexe::InstallerFile;
 use crate::sys::Statvfs;
 use crate::{list, verify, Error, Result};
@@ -17,7 +19,10 @@ use airlock_payload::human_bytes;
 /// Runs `cli` against the running installer (or `AIRLOCK_INSTALLER`), writing results to
 /// `out`. `program` is how the user called us, for usage lines.
 pub fn run(cli: &Cli, program: &str, out: &mut dyn Write) -> Result<()> {
-    let file = InstallerFile::open_self()?;
+    // The map lives as long as the process: leaked on purpose, so the registry can hand out
+    // slices of it as `'static` response bodies (no copy). One command runs per process,
+    // and the kernel unmaps the file when it exits.
+    let file: &'static InstallerFile = Box::leak(Box::new(InstallerFile::open_self()?));
     run_on(
         cli,
         file.bytes(),
@@ -30,9 +35,10 @@ pub fn run(cli: &Cli, program: &str, out: &mut dyn Write) -> Result<()> {
 }
 
 /// Runs `cli` against the installer in `bytes` (the whole file, opened from `path`).
+/// `'static` because `registry serve` serves slices of it for the life of the process.
 pub fn run_on(
     cli: &Cli,
-    bytes: &[u8],
+    bytes: &'static [u8],
     elf_end: Option<u64>,
     path: &Path,
     program: &str,
@@ -86,7 +92,51 @@ pub fn run_on(
             }
             Ok(())
         }
+        Some(Command::Registry(RegistryCommand::Serve(a))) => serve_registry(&installer, a, out),
     }
+}
+
+/// `registry serve`: loads (and so checks) the index, binds, prints
+/// `serving N images on http://ADDR` as the first line, and serves until SIGTERM or SIGINT.
+pub fn serve_registry(
+    installer: &Installer<'static>,
+    args: &ServeArgs,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let registry = Arc::new(Registry::new(installer.load_index()?));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Serve {
+            step: "start the async runtime",
+            source,
+        })?;
+    runtime.block_on(async {
+        let shutdown = shutdown_signal().map_err(|source| Error::Serve {
+            step: "install the SIGTERM and SIGINT handlers",
+            source,
+        })?;
+        let listen_error = |source| Error::Listen {
+            addr: args.listen,
+            source,
+        };
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(listen_error)?;
+        let addr = listener.local_addr().map_err(listen_error)?;
+        let n = registry.image_count();
+        writeln!(
+            out,
+            "serving {n} image{} on http://{addr}",
+            if n == 1 { "" } else { "s" }
+        )
+        .and_then(|()| out.flush())
+        .map_err(Error::Output)?;
+        tracing::info!(%addr, images = n, "registry listening");
+        serve(listener, registry, ServeOptions::default(), shutdown).await;
+        tracing::info!("registry stopped");
+        Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -96,6 +146,7 @@ mod tests {
     use clap::Parser;
 
     fn run_args(bytes: &[u8], args: &[&str]) -> (Result<()>, String) {
+        let bytes: &'static [u8] = bytes.to_vec().leak();
         let cli =
             Cli::try_parse_from(std::iter::once("demo.run").chain(args.iter().copied())).unwrap();
         let mut out = Vec::new();

@@ -86,6 +86,24 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The registry could not listen on its address.
+    #[error("failed to listen on {addr}")]
+    Listen {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Setting up the registry server failed.
+    #[error("failed to {step}")]
+    Serve {
+        /// The step, e.g. "start the async runtime".
+        step: &'static str,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
     /// Writing the command's output failed.
     #[error("failed to write output")]
     Output(#[source] io::Error),

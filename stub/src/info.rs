@@ -63,14 +63,16 @@ pub fn write_summary(installer: &Installer<'_>, program: &str, out: &mut dyn Wri
         "{name} {version} ({platform}): an airlock installer\n\
          {files} files, {dirs} folders, {links} symlinks, {hard} hardlinks; \
          {total} when extracted, {stored} stored\n\
+         {images}\
          \n\
          Usage: {program} <COMMAND>\n\
          \n\
          Commands:\n  \
            info                            show metadata and format facts (--json)\n  \
-           list                            list every file, folder and link (--json)\n  \
+           list                            list every file, folder, link and image (--json)\n  \
            verify                          check the integrity of the whole file (--deep)\n  \
-           extract --target DIR [PATH...]  lay out all files, or the named ones\n\
+           extract --target DIR [PATH...]  lay out all files, or the named ones\n  \
+           registry serve [--listen ADDR]  serve the images as an OCI registry\n\
          \n\
          Run `{program} <COMMAND> --help` for details. This summary changed nothing.\n",
         name = m.name,
@@ -82,6 +84,11 @@ pub fn write_summary(installer: &Installer<'_>, program: &str, out: &mut dyn Wri
         hard = m.hardlinks,
         total = human_bytes(m.total_size),
         stored = human_bytes(m.stored_size),
+        images = match m.images {
+            0 => String::new(),
+            1 => "1 container image\n".to_owned(),
+            n => format!("{n} container images\n"),
+        },
     );
     out.write_all(text.as_bytes()).map_err(Error::Output)
 }
@@ -152,7 +159,13 @@ mod tests {
             text.starts_with("demo 1.0 (linux/amd64): an airlock installer\n"),
             "{text}"
         );
-        for cmd in ["info", "list", "verify", "extract --target DIR"] {
+        for cmd in [
+            "info",
+            "list",
+            "verify",
+            "extract --target DIR",
+            "registry serve",
+        ] {
             assert!(
                 text.contains(&format!("\n  {cmd}")),
                 "missing {cmd}: {text}"

@@ -7,7 +7,9 @@
 //! - `info` shows the meta record and format facts without loading the index ([`info`]);
 //! - `list` prints every entry ([`list`]);
 //! - `verify` checks every byte against its digest, in parallel ([`verify`]);
-//! - `extract` lays files out through a staging folder, atomically ([`extract`]).
+//! - `extract` lays files out through a staging folder, atomically ([`extract`]);
+//! - `registry serve` serves the captured images as a read-only OCI registry, straight from
+//!   the mapped file ([`registry`]).
 //!
 //! Library functions take the mapped bytes and paths, so tests drive them with installers
 //! built in memory; `main.rs` only parses the command line, calls [`commands::run`] and maps
@@ -50,8 +52,10 @@ pub mod commands;
 mod error;
 pub mod extract;
 pub mod info;
+pub mod install;
 pub mod list;
 pub mod progress;
+pub mod registry;
 pub mod selfexe;
 pub mod sys;
 pub mod verify;

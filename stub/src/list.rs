@@ -1,29 +1,35 @@
-//! `list`: every entry of the index, as aligned text or JSON.
+//! `list`: every entry of the index and every captured image, as aligned text or JSON.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 
-use airlock_payload::{Entry, EntryKind, Index};
+use airlock_payload::{Entry, EntryKind, Image, Index};
 use serde::Serialize;
 
 use crate::{Error, Result};
 
-/// One entry as `list --json` prints it. Every key is always present (`null` when it does
-/// not apply): `size` and `digest` for files, `target` for symlinks and hardlinks.
+/// One entry or image as `list --json` prints it. Every key is always present (`null` when
+/// it does not apply): `path` and `mode` for entries, `size` and `digest` for files and
+/// images, `target` for symlinks and hardlinks, `reference` and `platforms` for images.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ListRow<'a> {
-    /// Relative path.
-    pub path: &'a str,
-    /// `dir`, `file`, `symlink` or `hardlink`.
+    /// Relative path of an entry.
+    pub path: Option<&'a str>,
+    /// `dir`, `file`, `symlink`, `hardlink` or `image`.
     #[serde(rename = "type")]
     pub kind: &'static str,
-    /// Permission bits as four octal digits, e.g. `"0755"`.
-    pub mode: String,
-    /// File size in bytes.
+    /// Permission bits of an entry as four octal digits, e.g. `"0755"`.
+    pub mode: Option<String>,
+    /// File size in bytes; for an image, the total size of its manifests, config and layers.
     pub size: Option<u64>,
-    /// `sha256:<hex>` of a file's content.
+    /// `sha256:<hex>` of a file's content, or of an image's top-level manifest or index.
     pub digest: Option<String>,
     /// Link text of a symlink, or the path a hardlink names.
     pub target: Option<&'a str>,
+    /// `registry/repository:tag` (or `@digest`) of an image.
+    pub reference: Option<String>,
+    /// `os/arch[/variant]` of each platform manifest an image holds.
+    pub platforms: Option<Vec<&'a str>>,
 }
 
 impl<'a> ListRow<'a> {
@@ -36,20 +42,60 @@ impl<'a> ListRow<'a> {
             EntryKind::Hardlink { target } => (None, None, Some(target.as_str())),
         };
         ListRow {
-            path: entry.path.as_str(),
+            path: Some(entry.path.as_str()),
             kind: entry.type_name(),
-            mode: format!("{:04o}", entry.mode),
+            mode: Some(format!("{:04o}", entry.mode)),
             size,
             digest,
             target,
+            reference: None,
+            platforms: None,
+        }
+    }
+
+    /// The row for `image`; sizes come from `index`.
+    pub fn image(image: &'a Image, index: &Index) -> Self {
+        let digests: BTreeSet<_> = image
+            .manifests
+            .iter()
+            .map(|m| m.digest)
+            .chain(image.blobs.iter().copied())
+            .collect();
+        let size = digests
+            .iter()
+            .filter_map(|d| index.blob(d))
+            .map(|b| b.size)
+            .sum();
+        ListRow {
+            path: None,
+            kind: "image",
+            mode: None,
+            size: Some(size),
+            digest: Some(image.digest.to_string()),
+            target: None,
+            reference: Some(image.reference()),
+            platforms: Some(
+                image
+                    .manifests
+                    .iter()
+                    .filter_map(|m| m.platform.as_deref())
+                    .collect(),
+            ),
         }
     }
 }
 
+fn rows(index: &Index) -> Vec<ListRow<'_>> {
+    let entries = index.entries().iter().map(ListRow::new);
+    let images = index.images().iter().map(|i| ListRow::image(i, index));
+    entries.chain(images).collect()
+}
+
 /// Writes every entry as one line: type, mode, size, digest, path and `-> target` for
-/// symlinks (`=> target` for hardlinks), columns aligned.
+/// symlinks (`=> target` for hardlinks), then every image: `image`, `-`, total size, digest,
+/// reference and its platforms in brackets; columns aligned.
 pub fn write_text(index: &Index, out: &mut dyn Write) -> Result<()> {
-    let rows: Vec<ListRow<'_>> = index.entries().iter().map(ListRow::new).collect();
+    let rows = rows(index);
     let size_width = rows
         .iter()
         .filter_map(|r| r.size)
@@ -66,25 +112,31 @@ pub fn write_text(index: &Index, out: &mut dyn Write) -> Result<()> {
     for r in &rows {
         let size = r.size.map_or_else(|| "-".to_owned(), |s| s.to_string());
         let digest = r.digest.as_deref().unwrap_or("-");
-        let arrow = match (r.kind, r.target) {
-            ("hardlink", Some(t)) => format!(" => {t}"),
-            (_, Some(t)) => format!(" -> {t}"),
+        let mode = r.mode.as_deref().unwrap_or("-");
+        let name = match (&r.reference, r.path) {
+            (Some(reference), _) => reference.as_str(),
+            (None, Some(path)) => path,
+            (None, None) => "-",
+        };
+        let suffix = match (r.kind, r.target, &r.platforms) {
+            ("hardlink", Some(t), _) => format!(" => {t}"),
+            (_, Some(t), _) => format!(" -> {t}"),
+            (_, None, Some(p)) if !p.is_empty() => format!(" [{}]", p.join(", ")),
             _ => String::new(),
         };
         writeln!(
             out,
-            "{:<8} {} {size:>size_width$} {digest:<digest_width$} {}{arrow}",
-            r.kind, r.mode, r.path
+            "{:<8} {mode:<4} {size:>size_width$} {digest:<digest_width$} {name}{suffix}",
+            r.kind
         )
         .map_err(Error::Output)?;
     }
     Ok(())
 }
 
-/// Writes a JSON array of [`ListRow`]s and a newline.
+/// Writes a JSON array of [`ListRow`]s (entries, then images) and a newline.
 pub fn write_json(index: &Index, out: &mut dyn Write) -> Result<()> {
-    let rows: Vec<ListRow<'_>> = index.entries().iter().map(ListRow::new).collect();
-    serde_json::to_writer(&mut *out, &rows)?;
+    serde_json::to_writer(&mut *out, &rows(index))?;
     writeln!(out).map_err(Error::Output)
 }
 
@@ -155,7 +207,19 @@ mod tests {
                 .map(String::as_str)
                 .collect();
             keys.sort_unstable();
-            assert_eq!(keys, ["digest", "mode", "path", "size", "target", "type"]);
+            assert_eq!(
+                keys,
+                [
+                    "digest",
+                    "mode",
+                    "path",
+                    "platforms",
+                    "reference",
+                    "size",
+                    "target",
+                    "type"
+                ]
+            );
         }
         let tool = rows.iter().find(|r| r["path"] == "bin/tool").unwrap();
         assert_eq!(tool["type"], "file");

@@ -1,4 +1,4 @@
-//! Test helpers: source trees and in-memory installers built from them.
+//! Test helpers: source trees, container images, and in-memory installers built from them.
 
 use std::collections::HashMap;
 use std::fs;
@@ -6,8 +6,8 @@ use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use airlock_payload::{
-    write_installer, BlobInput, BuildInfo, Entry, EntryKind, PayloadContents, Sha256Digest,
-    WriteOptions,
+    write_installer, BlobInput, BuildInfo, Entry, EntryKind, Image, ManifestRef, PayloadContents,
+    Sha256Digest, WriteOptions,
 };
 use tempfile::TempDir;
 
@@ -182,4 +182,166 @@ pub fn make_removable(root: &Path) {
             }
         }
     }
+}
+
+/// OCI image manifest media type.
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// A container image to put into a test installer. The registry never parses manifests, so
+/// any bytes do; [`ImageSpec::sample`] writes a plausible one by hand.
+#[derive(Debug, Clone)]
+pub struct ImageSpec {
+    /// Upstream registry host.
+    pub registry: String,
+    /// Repository.
+    pub repository: String,
+    /// Tag.
+    pub tag: Option<String>,
+    /// Manifest bytes, served verbatim.
+    pub manifest: Vec<u8>,
+    /// Manifest media type.
+    pub media_type: String,
+    /// Config blob.
+    pub config: Vec<u8>,
+    /// A layer that is "already compressed": stored in raw frames.
+    pub raw_layer: Vec<u8>,
+    /// A compressible layer (an uncompressed tar from a docker archive): stored in zstd frames.
+    pub zstd_layer: Vec<u8>,
+}
+
+/// `len` bytes of text that compress well.
+pub fn compressible(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 64);
+    let mut i = 0u64;
+    while out.len() < len {
+        out.extend_from_slice(format!("layer {seed} line {i}\n").as_bytes());
+        i += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+impl ImageSpec {
+    /// An image whose content depends on `seed`: a config, a raw layer of `raw_len` noise
+    /// bytes and a zstd layer of `zstd_len` text bytes, and an OCI manifest naming them.
+    pub fn sample(
+        registry: &str,
+        repository: &str,
+        tag: &str,
+        seed: u64,
+        raw_len: usize,
+        zstd_len: usize,
+    ) -> ImageSpec {
+        let config =
+            format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#).into_bytes();
+        let raw_layer = noise(seed.wrapping_add(100), raw_len);
+        let zstd_layer = compressible(seed, zstd_len);
+        let desc = |media: &str, b: &[u8]| {
+            format!(
+                r#"{{"mediaType":"{media}","digest":"{}","size":{}}}"#,
+                Sha256Digest::of(b),
+                b.len()
+            )
+        };
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{},"layers":[{},{}]}}"#,
+            desc("application/vnd.oci.image.config.v1+json", &config),
+            desc("application/vnd.oci.image.layer.v1.tar+gzip", &raw_layer),
+            desc("application/vnd.oci.image.layer.v1.tar", &zstd_layer),
+        )
+        .into_bytes();
+        ImageSpec {
+            registry: registry.into(),
+            repository: repository.into(),
+            tag: Some(tag.into()),
+            manifest,
+            media_type: OCI_MANIFEST.into(),
+            config,
+            raw_layer,
+            zstd_layer,
+        }
+    }
+
+    /// Digest of the manifest.
+    pub fn digest(&self) -> Sha256Digest {
+        Sha256Digest::of(&self.manifest)
+    }
+
+    fn image(&self) -> Image {
+        let digest = self.digest();
+        Image::new(
+            self.registry.clone(),
+            self.repository.clone(),
+            self.tag.clone(),
+            digest,
+            vec![ManifestRef {
+                digest,
+                media_type: self.media_type.clone(),
+                platform: Some("linux/amd64".into()),
+            }],
+            [&self.config, &self.raw_layer, &self.zstd_layer]
+                .iter()
+                .map(|b| Sha256Digest::of(b))
+                .collect(),
+        )
+        .unwrap()
+    }
+}
+
+/// An installer (5000 zero bytes as the stub, no files) holding `images`; shared blobs are
+/// stored once.
+pub fn installer_with_images(images: &[ImageSpec]) -> Vec<u8> {
+    let mut blobs: Vec<BlobInput> = Vec::new();
+    for spec in images {
+        let parts = [
+            (&spec.manifest, false, "manifest"),
+            (&spec.config, false, "config"),
+            (&spec.raw_layer, true, "raw layer"),
+            (&spec.zstd_layer, false, "zstd layer"),
+        ];
+        for (data, precompressed, what) in parts {
+            let digest = Sha256Digest::of(data);
+            if !data.is_empty() && !blobs.iter().any(|b| b.digest == digest) {
+                blobs.push(BlobInput {
+                    digest,
+                    size: data.len() as u64,
+                    precompressed,
+                    name: format!("{}/{} {what}", spec.registry, spec.repository),
+                    source: Box::new(data.clone()),
+                });
+            }
+        }
+    }
+    let mut records: Vec<Image> = images.iter().map(ImageSpec::image).collect();
+    records.sort_by(|a, b| {
+        (&a.registry, &a.repository, &a.tag, a.digest).cmp(&(
+            &b.registry,
+            &b.repository,
+            &b.tag,
+            b.digest,
+        ))
+    });
+    let info = BuildInfo {
+        name: "images".into(),
+        version: "1.0".into(),
+        platform: "linux/amd64".into(),
+        created: MTIME,
+        mtime: MTIME,
+        builder: "airlock-stub tests".into(),
+    };
+    let mut out = std::io::Cursor::new(Vec::new());
+    write_installer(
+        &mut out,
+        &[0u8; 5000],
+        &info,
+        PayloadContents {
+            blobs,
+            entries: vec![],
+            images: records,
+        },
+        WriteOptions::default(),
+        &|_| {},
+    )
+    .unwrap();
+    out.into_inner()
 }

@@ -4,6 +4,8 @@
 //! Every test file includes this module with `mod util;`; not every file uses every helper.
 #![allow(dead_code)]
 
+pub mod oci;
+
 use std::ffi::OsStr;
 use std::fs;
 use std::io;

@@ -1,0 +1,96 @@
+//! The building blocks of `install` and `uninstall`.
+//!
+//! Every path the installer touches lives under a root (`/`, or `--root DIR`): modules take
+//! the root and *logical* paths (`/etc/containerd/...`), and the install record stores
+//! logical paths, so a staged root can be tested without privileges.
+//!
+//! The steps, in the order an install runs them:
+//!
+//! 1. [`lock::InstallLock::acquire`]: one install or uninstall at a time.
+//! 2. [`record::Record::load_or_new`]: a re-run continues the record of the last run.
+//! 3. [`preflight::preflight`]: root, space, inodes, the registry port, commands, `noexec`;
+//!    every problem at once, before anything changes.
+//! 4. (files from the payload: [`crate::extract`].)
+//! 5. [`persist::persist_installer`]: the installer copy the registry runs from.
+//! 6. [`service::start_registry`]: a systemd unit, or a [`service::Daemon`] with a pid file.
+//! 7. [`mirror::write_mirror_config`]: containerd `hosts.toml` per upstream host and
+//!    `_default`; k3s `registries.yaml`.
+//!
+//! After each step the caller notes what it created in the record and saves it
+//! ([`record::Record::save`]); [`record::uninstall`] undoes exactly that. All OS access
+//! that is not plain file I/O goes through [`host::Host`].
+
+pub mod error;
+mod fsutil;
+pub mod host;
+pub mod lock;
+pub mod mirror;
+pub mod persist;
+pub mod preflight;
+pub mod record;
+pub mod service;
+
+pub use error::{Error, Result};
+pub use fsutil::resolve;
+
+/// The installer's state folder, inside the root: record, lock, installer copy, pid files
+/// and logs.
+pub const STATE_DIR: &str = "/var/lib/airlock";
+
+/// Checks an installer name as the spec allows it: `[a-z0-9][a-z0-9-]*`.
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name.len() <= 128;
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidName {
+            what: "name",
+            value: name.to_owned(),
+            why: "expected [a-z0-9][a-z0-9-]*",
+        })
+    }
+}
+
+/// Checks that a version can be part of a file name: no `/`, no leading `.`, printable
+/// ASCII without blanks.
+pub fn validate_version(version: &str) -> Result<()> {
+    let ok = !version.is_empty()
+        && version.len() <= 128
+        && !version.starts_with('.')
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b'\\' | b'%'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidName {
+            what: "version",
+            value: version.to_owned(),
+            why: "it must be usable in a file name (no '/', no leading '.', no blanks)",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_versions_that_would_escape_a_file_name_are_refused() {
+        assert!(validate_name("edge-1").is_ok());
+        assert!(validate_name("Edge").is_err());
+        assert!(validate_name("-edge").is_err());
+        assert!(validate_name("../x").is_err());
+        assert!(validate_version("1.30.4-1").is_ok());
+        assert!(validate_version("..").is_err());
+        assert!(validate_version("1/2").is_err());
+        assert!(validate_version("1 2").is_err());
+    }
+}

@@ -1,0 +1,211 @@
+//! HTTP/1.1 over TCP for a [`Registry`]: hyper does the protocol, tokio the I/O.
+//!
+//! Limits for hostile or broken clients: request heads larger than
+//! [`ServeOptions::max_buf_size`] get `431` and a closed connection; a head not complete
+//! within [`ServeOptions::header_read_timeout`] closes the connection; at most
+//! [`ServeOptions::max_connections`] connections are served at once (more wait in the
+//! listen backlog). When `shutdown` completes, the listener closes, idle connections close,
+//! requests in flight finish (for at most [`ServeOptions::grace`]) and [`serve`] returns.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use super::error::echo;
+use super::{Body, Registry};
+
+/// Limits and timeouts of [`serve`].
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Time a client has to send a complete request head.
+    pub header_read_timeout: Duration,
+    /// Largest request head (hyper's read buffer); larger ones get `431`.
+    pub max_buf_size: usize,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// How long requests in flight may take to finish after shutdown begins.
+    pub grace: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            header_read_timeout: Duration::from_secs(10),
+            max_buf_size: 64 << 10,
+            max_connections: 1024,
+            grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Serves `registry` on `listener` until `shutdown` completes, then drains connections
+/// (see the module documentation) and returns.
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    opts: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) {
+    let (stop_tx, stop_rx) = watch::channel(());
+    let slots = Arc::new(Semaphore::new(opts.max_connections));
+    let mut conns = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            () = &mut shutdown => break,
+            s = slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
+        };
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!("failed to accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        while conns.try_join_next().is_some() {}
+        let _ = stream.set_nodelay(true);
+        let registry = registry.clone();
+        let mut stop = stop_rx.clone();
+        let opts = opts.clone();
+        conns.spawn(async move {
+            let _slot = slot;
+            let service = service_fn(move |req: Request<Incoming>| {
+                let registry = registry.clone();
+                async move { Ok::<_, Infallible>(logged(&registry, &req)) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(opts.header_read_timeout)
+                .max_buf_size(opts.max_buf_size)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    tracing::debug!(
+        connections = conns.len(),
+        "shutting down: no new connections"
+    );
+    drop(stop_tx);
+    let drained = tokio::time::timeout(opts.grace, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = conns.len(),
+            "requests still running after {:?}; closing them",
+            opts.grace
+        );
+        conns.shutdown().await;
+    }
+}
+
+/// A future that completes on the first SIGINT or SIGTERM. The handlers are installed
+/// now, so a signal that arrives before the future is polled is not lost. Call inside a
+/// tokio runtime.
+pub fn shutdown_signal() -> io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::debug!("SIGTERM received"),
+            _ = int.recv() => tracing::debug!("SIGINT received"),
+        }
+    })
+}
+
+/// Answers `req` with a body that logs one line (method, path, status, bytes, duration)
+/// when it is dropped, that is when the response is complete or abandoned.
+fn logged(registry: &Registry, req: &Request<Incoming>) -> Response<LoggedBody> {
+    let start = Instant::now();
+    let resp = registry.handle(req);
+    let status = resp.status();
+    resp.map(|inner| LoggedBody {
+        inner,
+        method: req.method().clone(),
+        path: echo(req.uri().path_and_query().map_or("", |p| p.as_str())),
+        status,
+        sent: 0,
+        start,
+    })
+}
+
+/// A response body that counts what it sends and logs the request when dropped.
+pub(super) struct LoggedBody {
+    inner: Body,
+    method: Method,
+    path: String,
+    status: StatusCode,
+    sent: u64,
+    start: Instant,
+}
+
+impl HttpBody for LoggedBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.sent += data.len() as u64;
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        tracing::debug!(
+            method = %self.method,
+            path = %self.path,
+            status = self.status.as_u16(),
+            bytes = self.sent,
+            ms = self.start.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
+}

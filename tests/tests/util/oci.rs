@@ -1,0 +1,192 @@
+//! Helpers for tests that pull images from an installer's registry with real clients:
+//! a running `registry serve`, a private containerd, hosts.toml mirror folders, curl.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{run, Run};
+
+/// An installer's registry, serving on a free loopback port until dropped.
+pub struct ServedRegistry {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+}
+
+impl ServedRegistry {
+    /// Starts `installer registry serve --listen 127.0.0.1:0` and waits for the line that
+    /// names the bound address.
+    pub fn start(installer: &Path) -> ServedRegistry {
+        let mut child = Command::new(installer)
+            .args(["registry", "serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "failed to start {} registry serve: {e}",
+                    installer.display()
+                )
+            });
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the first line of registry serve");
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("http://"))
+            .unwrap_or_else(|| panic!("registry serve printed no address: {line:?}"))
+            .trim_end_matches('/')
+            .to_owned();
+        ServedRegistry { child, addr }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for ServedRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private containerd (own root, state and socket under a temp folder), killed on drop.
+pub struct Containerd {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Containerd {
+    /// Starts containerd with the CRI plugin disabled and waits until `ctr version` answers.
+    pub fn start() -> Containerd {
+        let dir = tempfile::Builder::new()
+            .prefix("ctd")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        let d = dir.path().display();
+        let config = format!(
+            "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = \"{d}/c.sock\"\n[ttrpc]\n  address = \"{d}/c.sock.ttrpc\"\n"
+        );
+        fs::write(dir.path().join("config.toml"), config).expect("write containerd config");
+        let log = fs::File::create(dir.path().join("containerd.log")).expect("containerd log");
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(dir.path().join("config.toml"))
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start containerd");
+        let ctd = Containerd { child, dir };
+        let start = Instant::now();
+        while ctd.ctr(&["version"]).code != Some(0) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "containerd did not start: {}",
+                ctd.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ctd
+    }
+
+    /// The socket path.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("c.sock")
+    }
+
+    /// containerd's log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    /// Runs `ctr --address SOCK ARGS...`.
+    pub fn ctr(&self, args: &[&str]) -> Run {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("--address").arg(self.socket()).args(args);
+        run(cmd)
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Containers are gone with `run --rm`; overlay mounts of snapshots may linger.
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "grep -o ' {}[^ ]*' /proc/mounts | xargs -r -n1 umount -l",
+                self.dir.path().display()
+            ))
+            .status();
+    }
+}
+
+/// Writes containerd mirror config: `<dir>/<host>/hosts.toml` for each of `hosts` (use
+/// `_default` for the catch-all), each sending pulls and resolves to `http://addr`.
+pub fn write_hosts_dir(dir: &Path, hosts: &[&str], addr: &str) {
+    for host in hosts {
+        let d = dir.join(host);
+        fs::create_dir_all(&d).expect("create hosts dir");
+        let server = if *host == "_default" {
+            String::new()
+        } else {
+            format!("server = \"https://{host}\"\n")
+        };
+        fs::write(
+            d.join("hosts.toml"),
+            format!(
+                "{server}\n[host.\"http://{addr}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+            ),
+        )
+        .expect("write hosts.toml");
+    }
+}
+
+/// `curl -s -S -i ARGS...`: headers and body in stdout.
+pub fn curl(args: &[&str]) -> Run {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-S", "-i", "--max-time", "20"]).args(args);
+    run(cmd)
+}
+
+/// The status code of a `curl -i` response.
+pub fn status_of(r: &Run) -> u16 {
+    r.stdout
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {}", r.describe()))
+}
+
+/// A header's value in a `curl -i` response (case-insensitive name).
+pub fn header_of(r: &Run, name: &str) -> Option<String> {
+    let head = r.stdout.split("\r\n\r\n").next().unwrap_or("");
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_owned())
+    })
+}
+
+/// The body of a `curl -i` response.
+pub fn body_of(r: &Run) -> &str {
+    r.stdout.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
