@@ -10,7 +10,7 @@ use crate::cli::{Cli, Command, RegistryCommand, ServeArgs};
 use crate::extract::{extract, ExtractOptions};
 use crate::info::{write_summary, InfoReport};
 use crate::progress::bytes_bar;
-use crate::registry::{serve, shutdown_signal, Registry, ServeOptions};
+use crate::registry::{serve, shutdown_signal, Registry, Release, ServeOptions};
 use crate::selfexe::InstallerFile;
 use crate::sys::Statvfs;
 use crate::{list, verify, Error, Result};
@@ -23,13 +23,14 @@ pub fn run(cli: &Cli, program: &str, out: &mut dyn Write) -> Result<()> {
     // slices of it as `'static` response bodies (no copy). One command runs per process,
     // and the kernel unmaps the file when it exits.
     let file: &'static InstallerFile = Box::leak(Box::new(InstallerFile::open_self()?));
+    let release = Release(Box::leak(Box::new(move |part: &[u8]| file.release(part))));
     run_on(
         cli,
         file.bytes(),
         file.elf_end(),
         file.path(),
         program,
-        &|part| file.release(part),
+        release,
         out,
     )
 }
@@ -42,7 +43,7 @@ pub fn run_on(
     elf_end: Option<u64>,
     path: &Path,
     program: &str,
-    release: &(dyn Fn(&[u8]) + Sync),
+    release: Release,
     out: &mut dyn Write,
 ) -> Result<()> {
     let installer = Installer::open(bytes, elf_end)?;
@@ -66,7 +67,7 @@ pub fn run_on(
         }
         Some(Command::Verify(a)) => {
             let bar = bytes_bar(0, "verify", cli.quiet);
-            verify::verify(&installer, a.deep, &bar, release, out).map(|_| ())
+            verify::verify(&installer, a.deep, &bar, &|part| release.call(part), out).map(|_| ())
         }
         Some(Command::Extract(a)) => {
             let payload = installer.load_index()?;
@@ -76,7 +77,7 @@ pub fn run_on(
                 paths: &a.paths,
                 space: &Statvfs,
                 bar: &bar,
-                release,
+                release: release.0,
             };
             let summary = extract(&installer, &payload, &opts)?;
             if !cli.quiet {
@@ -92,7 +93,9 @@ pub fn run_on(
             }
             Ok(())
         }
-        Some(Command::Registry(RegistryCommand::Serve(a))) => serve_registry(&installer, a, out),
+        Some(Command::Registry(RegistryCommand::Serve(a))) => {
+            serve_registry(&installer, a, release, out)
+        }
     }
 }
 
@@ -101,9 +104,10 @@ pub fn run_on(
 pub fn serve_registry(
     installer: &Installer<'static>,
     args: &ServeArgs,
+    release: Release,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let registry = Arc::new(Registry::new(installer.load_index()?));
+    let registry = Arc::new(Registry::new(installer.load_index()?).with_release(release));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -156,7 +160,7 @@ mod tests {
             None,
             Path::new("demo.run"),
             "./demo.run",
-            &|_| {},
+            Release::KEEP,
             &mut out,
         );
         (r, String::from_utf8(out).unwrap())

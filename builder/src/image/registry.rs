@@ -331,6 +331,8 @@ impl Puller {
             user_agent: concat!("airlock/", env!("CARGO_PKG_VERSION")),
             ..ClientConfig::default()
         };
+        // rustls needs a process-wide crypto provider; an error only means one is installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = Client::new(config);
         let credentials = Credentials::load(options.auth_file.as_deref())?;
         let cache = options.cache_dir.join("blobs").join("sha256");

@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use airlock_payload::{Blob, Codec, Payload};
+
+use super::Release;
 use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
 use tokio::sync::mpsc;
@@ -38,6 +40,7 @@ enum Kind {
 #[derive(Debug)]
 struct BlobStream {
     payload: Arc<Payload<'static>>,
+    release: Release,
     blob: Blob,
     offset: u64,
     remaining: u64,
@@ -61,13 +64,20 @@ impl Body {
     }
 
     /// `len` bytes of `blob` from `offset` (the caller keeps them inside the blob).
-    pub fn blob(payload: Arc<Payload<'static>>, blob: Blob, offset: u64, len: u64) -> Self {
+    pub fn blob(
+        payload: Arc<Payload<'static>>,
+        release: Release,
+        blob: Blob,
+        offset: u64,
+        len: u64,
+    ) -> Self {
         debug_assert!(offset + len <= blob.size);
         if len == 0 {
             return Body::empty();
         }
         Body(Kind::Blob(BlobStream {
             payload,
+            release,
             blob,
             offset,
             remaining: len,
@@ -108,6 +118,22 @@ impl hyper::body::Body for Body {
     }
 }
 
+impl Drop for BlobStream {
+    /// The response is done (or abandoned): its mapped frames leave resident memory. Frames
+    /// another response still sends fault back in from the page cache.
+    fn drop(&mut self) {
+        if self.blob.size == 0 {
+            return;
+        }
+        let index = self.payload.index();
+        for i in index.frames_for(self.blob.raw_offset, self.blob.size) {
+            if index.frames()[i].codec == Codec::Raw {
+                self.release.call(self.payload.frame_stored(i));
+            }
+        }
+    }
+}
+
 impl BlobStream {
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {
         if self.remaining == 0 {
@@ -115,9 +141,11 @@ impl BlobStream {
         }
         let rx = self.rx.get_or_insert_with(|| {
             let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-            let (payload, blob) = (self.payload.clone(), self.blob.clone());
+            let (payload, blob, release) = (self.payload.clone(), self.blob.clone(), self.release);
             let (offset, len) = (self.offset, self.remaining);
-            tokio::task::spawn_blocking(move || produce(&payload, &blob, offset, len, &tx));
+            tokio::task::spawn_blocking(move || {
+                produce(&payload, release, &blob, offset, len, &tx)
+            });
             rx
         });
         match rx.poll_recv(cx) {
@@ -147,6 +175,7 @@ impl BlobStream {
 /// receiver is gone (the client left). Runs on a blocking thread.
 fn produce(
     payload: &Payload<'static>,
+    release: Release,
     blob: &Blob,
     offset: u64,
     len: u64,
@@ -154,6 +183,11 @@ fn produce(
 ) {
     let index = payload.index();
     let (start, end) = (blob.raw_offset + offset, blob.raw_offset + offset + len);
+    // Slices sent but maybe not yet written to the socket: the channel holds CHANNEL_DEPTH,
+    // hyper one more. Older ones are released from resident memory (safe even if still in
+    // use: the read-only map faults the same bytes back in).
+    let mut in_flight: std::collections::VecDeque<&'static [u8]> =
+        std::collections::VecDeque::new();
     for i in index.frames_for(start, len) {
         let frame = &index.frames()[i];
         let f_start = index.frame_raw_start(i);
@@ -161,11 +195,15 @@ fn produce(
         let sent = match frame.codec {
             Codec::Raw => match payload.check_frame_once(i) {
                 // A raw frame stores the raw bytes: serve the mapped slice itself.
-                Ok(stored) => tx
-                    .blocking_send(Ok(Bytes::from_static(
-                        &stored[(from - f_start) as usize..(to - f_start) as usize],
-                    )))
-                    .is_ok(),
+                Ok(stored) => {
+                    let part = &stored[(from - f_start) as usize..(to - f_start) as usize];
+                    let sent = tx.blocking_send(Ok(Bytes::from_static(part))).is_ok();
+                    in_flight.push_back(part);
+                    if in_flight.len() > CHANNEL_DEPTH + 1 {
+                        release.call(in_flight.pop_front().expect("not empty"));
+                    }
+                    sent
+                }
                 Err(e) => {
                     tracing::warn!("serving blob {}: {e}", blob.digest);
                     let _ = tx.blocking_send(Err(io::Error::other(e)));

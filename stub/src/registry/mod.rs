@@ -68,11 +68,35 @@ struct Repo {
     blobs: HashSet<Sha256Digest>,
 }
 
+/// Where served bytes of the mapped file are reported; see [`Registry::with_release`].
+#[derive(Clone, Copy)]
+pub struct Release(pub &'static (dyn Fn(&[u8]) + Send + Sync));
+
+impl Release {
+    /// Keeps every page (tests, in-memory payloads).
+    pub const KEEP: Release = Release(&keep_pages);
+
+    /// Reports `part` as sent.
+    pub fn call(self, part: &[u8]) {
+        (self.0)(part)
+    }
+}
+
+impl std::fmt::Debug for Release {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Release")
+    }
+}
+
+fn keep_pages(_: &[u8]) {}
+
 /// A read-only OCI registry over a payload's images. Lookup tables are built once, in
 /// [`Registry::new`]; requests only read them.
 #[derive(Debug)]
 pub struct Registry {
     payload: Arc<Payload<'static>>,
+    /// Told about mapped bytes that were sent, so their pages can leave resident memory.
+    release: Release,
     /// Namespace (upstream host) → repository → tables.
     repos: HashMap<String, HashMap<String, Repo>>,
     /// Every repository as a name without `ns` addresses it, sorted.
@@ -96,6 +120,14 @@ impl Registry {
     /// Builds the lookup tables for the images of `payload`. The payload lives for the rest
     /// of the process: the stub maps the installer once and never unmaps it, so served blob
     /// bytes are slices of that map.
+    /// Drops mapped pages through `release` once their bytes were handed to a connection
+    /// (the installer file's `release`), keeping the server's resident memory flat.
+    pub fn with_release(mut self, release: Release) -> Self {
+        self.release = release;
+        self
+    }
+
+    /// Builds the lookup tables of `payload`'s images.
     pub fn new(payload: Payload<'static>) -> Self {
         let mut repos: HashMap<String, HashMap<String, Repo>> = HashMap::new();
         let images = payload.index().images();
@@ -125,6 +157,7 @@ impl Registry {
             .collect();
         Registry {
             images: images.len(),
+            release: Release::KEEP,
             payload: Arc::new(payload),
             repos,
             catalog: catalog.into_iter().collect(),
@@ -271,7 +304,13 @@ impl Registry {
         let mut resp = Response::new(if head {
             Body::empty()
         } else {
-            Body::blob(self.payload.clone(), blob.clone(), 0, blob.size)
+            Body::blob(
+                self.payload.clone(),
+                self.release,
+                blob.clone(),
+                0,
+                blob.size,
+            )
         });
         let h = resp.headers_mut();
         h.insert(
@@ -319,7 +358,7 @@ impl Registry {
         let mut resp = Response::new(if head {
             Body::empty()
         } else {
-            Body::blob(self.payload.clone(), blob.clone(), start, len)
+            Body::blob(self.payload.clone(), self.release, blob.clone(), start, len)
         });
         *resp.status_mut() = status;
         let h = resp.headers_mut();

@@ -45,7 +45,7 @@ fn workspace_bin(name: &str) -> PathBuf {
     assert!(
         path.is_file(),
         "{} is missing: run `cargo build --workspace` first (the README's test command is \
-         `cargo build --workspace && cargo test --workspace`)",
+         `cargo build --release --workspace && cargo test --release --workspace`)",
         path.display()
     );
     path
