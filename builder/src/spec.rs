@@ -245,26 +245,34 @@ impl ImageSource {
 
 impl<'de> Deserialize<'de> for ImageSource {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct SourceVisitor;
+        deserializer.deserialize_str(BaseRelativeVisitor {
+            expecting: "an image source such as oci:images/app:1.0",
+            parse: |base, value| ImageSource::parse(base, value),
+        })
+    }
+}
 
-        impl Visitor<'_> for SourceVisitor {
-            type Value = ImageSource;
+/// Parses a string that names something relative to the spec's folder (in scope while the
+/// spec is parsed), so a missing path is reported at its own line and column.
+struct BaseRelativeVisitor<T> {
+    expecting: &'static str,
+    parse: fn(&Path, &str) -> Result<T>,
+}
 
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an image source such as oci:images/app:1.0")
-            }
+impl<T> Visitor<'_> for BaseRelativeVisitor<T> {
+    type Value = T;
 
-            fn visit_str<E: de::Error>(self, value: &str) -> Result<ImageSource, E> {
-                let base = SOURCE_BASE.with(|base| base.borrow().clone());
-                let result = match base {
-                    Some(base) => ImageSource::parse(&base, value),
-                    None => Err(Error::SourceWithoutBase(value.to_owned())),
-                };
-                result.map_err(|err| E::custom(chain(&err)))
-            }
-        }
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.expecting)
+    }
 
-        deserializer.deserialize_str(SourceVisitor)
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<T, E> {
+        let base = SOURCE_BASE.with(|base| base.borrow().clone());
+        let result = match base {
+            Some(base) => (self.parse)(&base, value),
+            None => Err(Error::SourceWithoutBase(value.to_owned())),
+        };
+        result.map_err(|err| E::custom(chain(&err)))
     }
 }
 
@@ -899,26 +907,10 @@ impl SourcePath {
 
 impl<'de> Deserialize<'de> for SourcePath {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct SourceVisitor;
-
-        impl Visitor<'_> for SourceVisitor {
-            type Value = SourcePath;
-
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a path relative to the spec's folder")
-            }
-
-            fn visit_str<E: de::Error>(self, value: &str) -> Result<SourcePath, E> {
-                let base = SOURCE_BASE.with(|base| base.borrow().clone());
-                let result = match base {
-                    Some(base) => SourcePath::resolve(&base, value),
-                    None => Err(Error::SourceWithoutBase(value.to_owned())),
-                };
-                result.map_err(|err| E::custom(chain(&err)))
-            }
-        }
-
-        deserializer.deserialize_str(SourceVisitor)
+        deserializer.deserialize_str(BaseRelativeVisitor {
+            expecting: "a path relative to the spec's folder",
+            parse: |base, value| SourcePath::resolve(base, value),
+        })
     }
 }
 
