@@ -56,6 +56,45 @@ pub enum Command {
     /// Serve the captured container images as a read-only OCI registry.
     #[command(subcommand)]
     Registry(RegistryCommand),
+    /// Install: files, a persistent copy of this installer, the registry as a service and
+    /// mirror config for every upstream registry of the captured images.
+    ///
+    /// Steps, each printing one line: lock, install record, preflight (every problem at
+    /// once, before anything changes), files (atomically), persistent copy under
+    /// `<root>/var/lib/airlock/`, registry service (a systemd unit where systemd is PID 1
+    /// and the root is `/`, else a daemon with a pid file and a log), readiness check,
+    /// mirror config (containerd `certs.d/<host>/hosts.toml` and `_default`, k3s
+    /// `registries.yaml`), record. Re-running converges; `uninstall` undoes it.
+    Install(InstallArgs),
+    /// Undo an install: stop the registry and remove what `install` created, as its record
+    /// under `<root>/var/lib/airlock/` says. What existed before the install is kept.
+    Uninstall(UninstallArgs),
+}
+
+/// Arguments of `install`.
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// Install under this folder instead of `/` (no root privileges needed; created if
+    /// missing, its parent must exist). `--root /` is the real root.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Address the registry service listens on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5000")]
+    pub listen: SocketAddr,
+    /// Do not ask for confirmation.
+    #[arg(short, long)]
+    pub yes: bool,
+    /// Run the preflight checks, print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Arguments of `uninstall`.
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    /// The folder the install went to (`/` when not given).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
 }
 
 /// `registry` subcommands.
@@ -167,6 +206,42 @@ mod tests {
         let err =
             Cli::try_parse_from(["x.run", "registry", "serve", "--listen", "nowhere"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn install_takes_root_listen_yes_and_dry_run() {
+        let cli = Cli::try_parse_from(["x.run", "install"]).unwrap();
+        match cli.command {
+            Some(Command::Install(a)) => {
+                assert_eq!(a.root, None);
+                assert_eq!(a.listen, "127.0.0.1:5000".parse().unwrap());
+                assert!(!a.yes && !a.dry_run);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let cli = Cli::try_parse_from([
+            "x.run",
+            "install",
+            "--root",
+            "/tmp/r",
+            "--listen",
+            "127.0.0.1:0",
+            "-y",
+            "--dry-run",
+        ])
+        .unwrap();
+        match cli.command {
+            Some(Command::Install(a)) => {
+                assert_eq!(a.root, Some(PathBuf::from("/tmp/r")));
+                assert_eq!(a.listen, "127.0.0.1:0".parse().unwrap());
+                assert!(a.yes && a.dry_run);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let cli = Cli::try_parse_from(["x.run", "uninstall", "--root", "/tmp/r"]).unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::Uninstall(ref a)) if a.root == Some(PathBuf::from("/tmp/r")))
+        );
     }
 
     #[test]

@@ -1,14 +1,15 @@
 //! Running a parsed command line against an installer file.
 
-use std::io::Write;
+use std::io::{self, IsTerminal, Write};
 use std::path::Path;
 use std::sync::Arc;
 
 use airlock_payload::Installer;
 
-use crate::cli::{Cli, Command, RegistryCommand, ServeArgs};
+use crate::cli::{Cli, Command, InstallArgs, RegistryCommand, ServeArgs};
 use crate::extract::{extract, ExtractOptions};
 use crate::info::{write_summary, InfoReport};
+use crate::install::{self, host::RealHost, run::InstallOptions};
 use crate::progress::bytes_bar;
 use crate::registry::{serve, shutdown_signal, Registry, Release, ServeOptions};
 use crate::selfexe::InstallerFile;
@@ -96,7 +97,51 @@ pub fn run_on(
         Some(Command::Registry(RegistryCommand::Serve(a))) => {
             serve_registry(&installer, a, release, out)
         }
+        Some(Command::Install(a)) => install(&installer, a, path, cli.quiet, release, out),
+        Some(Command::Uninstall(a)) => install::run::uninstall(
+            &installer.meta().name,
+            a.root.as_deref(),
+            cli.quiet,
+            &RealHost,
+            out,
+        ),
     }
+}
+
+/// `install`: asks for confirmation only without `--yes` and with a terminal on stdin.
+fn install(
+    installer: &Installer<'_>,
+    args: &InstallArgs,
+    path: &Path,
+    quiet: bool,
+    release: Release,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let ask = |out: &mut dyn Write| -> Result<bool> {
+        write!(out, "Proceed? [y/N] ")
+            .and_then(|()| out.flush())
+            .map_err(Error::Output)?;
+        let mut answer = String::new();
+        io::stdin().read_line(&mut answer).map_err(Error::Prompt)?;
+        Ok(matches!(
+            answer.trim().to_ascii_lowercase().as_str(),
+            "y" | "yes"
+        ))
+    };
+    let interactive = !args.yes && !args.dry_run && io::stdin().is_terminal();
+    let bar = bytes_bar(0, "files", quiet);
+    let opts = InstallOptions {
+        root: args.root.as_deref(),
+        listen: args.listen,
+        dry_run: args.dry_run,
+        quiet,
+        installer_path: path,
+        confirm: interactive.then_some(&ask as install::run::Confirm<'_>),
+        ready_timeout: install::run::READY_TIMEOUT,
+        bar: &bar,
+        release: release.0,
+    };
+    install::run::install(installer, &opts, &RealHost, out)
 }
 
 /// `registry serve`: loads (and so checks) the index, binds, prints

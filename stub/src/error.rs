@@ -104,6 +104,32 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// An install or uninstall step failed.
+    #[error(transparent)]
+    Install(#[from] crate::install::Error),
+    /// The registry service did not answer in time after it was started.
+    #[error("the registry did not answer on http://{addr}/v2/ within {} s ({detail}); see {log}", .waited.as_secs())]
+    RegistryNotReady {
+        /// The address polled.
+        addr: std::net::SocketAddr,
+        /// How long it was polled.
+        waited: std::time::Duration,
+        /// What the last attempt saw.
+        detail: String,
+        /// Where its output goes: a log file or a `journalctl` command.
+        log: String,
+    },
+    /// `install --listen` with port 0: the mirror config needs a fixed port.
+    #[error(
+        "the registry needs a fixed port for the mirror config: --listen {0} picks a random one"
+    )]
+    ListenPortZero(std::net::SocketAddr),
+    /// The user answered no to the confirmation question.
+    #[error("install cancelled, nothing was changed")]
+    Cancelled,
+    /// The confirmation answer could not be read.
+    #[error("failed to read the answer to the confirmation question")]
+    Prompt(#[source] io::Error),
     /// Writing the command's output failed.
     #[error("failed to write output")]
     Output(#[source] io::Error),

@@ -16,6 +16,9 @@
 //! 7. [`mirror::write_mirror_config`]: containerd `hosts.toml` per upstream host and
 //!    `_default`; k3s `registries.yaml`.
 //!
+//! [`run::install`] and [`run::uninstall`] run these steps for the `install` and `uninstall`
+//! commands (engine `none`: files, registry and mirror config).
+//!
 //! After each step the caller notes what it created in the record and saves it
 //! ([`record::Record::save`]); [`record::uninstall`] undoes exactly that. All OS access
 //! that is not plain file I/O goes through [`host::Host`].
@@ -28,6 +31,7 @@ pub mod mirror;
 pub mod persist;
 pub mod preflight;
 pub mod record;
+pub mod run;
 pub mod service;
 
 pub use error::{Error, Result};

@@ -1,0 +1,679 @@
+//! `install` and `uninstall` for the `none` engine: the building blocks of this module run
+//! in the order the module docs list, each step printing one line, the record saved after
+//! every step that changed something.
+//!
+//! An install: lock → record → preflight (plan and confirmation) → files → persistent copy
+//! → registry service → readiness (`GET /v2/` answers 200) → mirror config → record →
+//! summary. A re-run converges: files are laid out again (equal content), the copy is left
+//! alone when current, a running registry is not restarted, mirror files are rewritten only
+//! when they differ. Engines (`containerd`, `k3s`) and hooks are not run here yet.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use airlock_payload::{human_bytes, EntryKind, Installer};
+use indicatif::ProgressBar;
+
+use super::host::Host;
+use super::lock::InstallLock;
+use super::mirror::{write_mirror_config, Runtimes, CERTS_DIR, K3S_REGISTRIES};
+use super::persist::{installer_copy_path, persist_installer};
+use super::preflight::{preflight, space_needed, PreflightInput};
+use super::record::{self, PathKind, PathRecord, Record, ServiceRecord, Supervision};
+use super::service::{
+    choose_mode, registry_unit_name, service_is_running, start_registry, Daemon, ServiceMode,
+};
+use super::{resolve, STATE_DIR};
+use crate::extract::{extract, ExtractOptions};
+use crate::sys::Statvfs;
+use crate::{Error, Result};
+
+/// How long the registry gets to answer `GET /v2/` after it was started.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Asks the user to confirm (prints the question on the given output, reads the answer).
+pub type Confirm<'a> = &'a dyn Fn(&mut dyn Write) -> Result<bool>;
+
+/// What `install` is asked to do.
+pub struct InstallOptions<'a> {
+    /// `--root DIR`; `None` means `/`.
+    pub root: Option<&'a Path>,
+    /// The registry address.
+    pub listen: SocketAddr,
+    /// Print the plan and change nothing.
+    pub dry_run: bool,
+    /// Print no step lines and no summary.
+    pub quiet: bool,
+    /// The installer file (the source of the persistent copy).
+    pub installer_path: &'a Path,
+    /// Asked once before anything changes; `None` to go ahead (`--yes`, no terminal).
+    pub confirm: Option<Confirm<'a>>,
+    /// How long the registry gets to answer ([`READY_TIMEOUT`]).
+    pub ready_timeout: Duration,
+    /// Progress of the file step.
+    pub bar: &'a ProgressBar,
+    /// Called with each frame's stored bytes once decoded (see `ExtractOptions::release`).
+    pub release: &'a (dyn Fn(&[u8]) + Sync),
+}
+
+/// Step lines go to `out` unless quiet.
+struct Say<'o> {
+    out: &'o mut dyn Write,
+    quiet: bool,
+}
+
+impl Say<'_> {
+    fn line(&mut self, text: impl AsRef<str>) -> Result<()> {
+        if self.quiet {
+            return Ok(());
+        }
+        writeln!(self.out, "{}", text.as_ref())
+            .and_then(|()| self.out.flush())
+            .map_err(Error::Output)
+    }
+}
+
+/// The install root: `/`, or `--root DIR` made absolute (created when missing unless
+/// `create` is false). The second value is true for a root other than `/`.
+fn install_root(root: Option<&Path>, create: bool) -> Result<(PathBuf, bool)> {
+    let Some(given) = root else {
+        return Ok((PathBuf::from("/"), false));
+    };
+    let abs = std::path::absolute(given).map_err(Error::fs("resolve the root folder", given))?;
+    if create && fs::symlink_metadata(&abs).is_err() {
+        fs::create_dir(&abs).map_err(Error::fs("create the root folder", &abs))?;
+    }
+    let real = match fs::canonicalize(&abs) {
+        Ok(p) => p,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !create => abs,
+        Err(e) => return Err(Error::fs("resolve the root folder", &abs)(e)),
+    };
+    let explicit = real != Path::new("/");
+    Ok((real, explicit))
+}
+
+/// `path` for messages: the real path under `root`.
+fn shown(root: &Path, logical: &str) -> String {
+    resolve(root, logical).display().to_string()
+}
+
+/// Undoes the lock step of an install that changed nothing else (a fresh record): the lock
+/// file and the folders created for it.
+fn release_fresh_lock(root: &Path, lock: InstallLock) {
+    let _ = fs::remove_file(lock.path());
+    let created: Vec<PathRecord> = lock.created().to_vec();
+    drop(lock);
+    for r in created.iter().rev() {
+        let _ = fs::remove_dir(resolve(root, &r.path));
+    }
+}
+
+/// The address to poll for an address the registry listens on (unspecified → loopback).
+fn poll_addr(listen: SocketAddr) -> SocketAddr {
+    let ip = match listen.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, listen.port())
+}
+
+/// One `GET /v2/` over plain HTTP/1.1: the status code, or why there is none.
+pub fn probe_v2(addr: SocketAddr) -> std::result::Result<u16, String> {
+    let mut stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .and_then(|()| stream.set_write_timeout(Some(Duration::from_secs(2))))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET /v2/ HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 512];
+    while !head.windows(2).any(|w| w == b"\r\n") {
+        let n = stream.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("the connection closed without a response".into());
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.len() > 8192 {
+            break;
+        }
+    }
+    let line = String::from_utf8_lossy(&head);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("not an HTTP response: {:?}", line.lines().next()))
+}
+
+/// Polls `GET http://ADDR/v2/` until it answers 200. `alive` says whether the service still
+/// runs (a dead daemon fails at once); `log` names where its output goes.
+fn wait_ready(
+    listen: SocketAddr,
+    timeout: Duration,
+    alive: &dyn Fn() -> bool,
+    log: &str,
+) -> Result<Duration> {
+    let addr = poll_addr(listen);
+    let start = Instant::now();
+    let mut detail;
+    loop {
+        detail = match probe_v2(addr) {
+            Ok(200) => return Ok(start.elapsed()),
+            Ok(code) => format!("it answered {code}"),
+            Err(e) => e,
+        };
+        if !alive() {
+            detail = format!("the registry process exited; last attempt: {detail}");
+            break;
+        }
+        if start.elapsed() >= timeout {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(Error::RegistryNotReady {
+        addr,
+        waited: timeout,
+        detail,
+        log: log.to_owned(),
+    })
+}
+
+/// Runs `install` (see the module docs) with the installer `installer` whose file is
+/// `opts.installer_path`, writing one line per step and a summary to `out`.
+pub fn install(
+    installer: &Installer<'_>,
+    opts: &InstallOptions<'_>,
+    host: &dyn Host,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let mut say = Say {
+        out,
+        quiet: opts.quiet,
+    };
+    if opts.listen.port() == 0 {
+        return Err(Error::ListenPortZero(opts.listen));
+    }
+    let meta = installer.meta();
+    let (name, version) = (meta.name.as_str(), meta.version.as_str());
+    super::validate_name(name)?;
+    super::validate_version(version)?;
+    let (root, explicit_root) = install_root(opts.root, !opts.dry_run)?;
+    let root = root.as_path();
+    let payload = installer.load_index()?;
+    let index = payload.index();
+
+    // 1. Lock (a dry run changes nothing, so it takes none).
+    let lock = if opts.dry_run {
+        None
+    } else {
+        let lock = InstallLock::acquire(root)?;
+        say.line(format!("lock: holding {}", lock.path().display()))?;
+        Some(lock)
+    };
+
+    // 2. Record.
+    let previous = Record::load(root, name)?;
+    let fresh = previous.is_none();
+    let mut record = match previous {
+        Some(mut r) => {
+            r.version = version.to_owned();
+            say.line(format!(
+                "record: continuing {} ({} paths, {} services noted)",
+                shown(root, &Record::logical_path(name)),
+                r.paths.len(),
+                r.services.len()
+            ))?;
+            r
+        }
+        None => {
+            say.line(format!(
+                "record: new install of {name} {version}, kept in {}",
+                shown(root, &Record::logical_path(name))
+            ))?;
+            Record::new(name, version)
+        }
+    };
+    if let Some(lock) = &lock {
+        record.note_paths(lock.created().to_vec());
+    }
+
+    // 3. Preflight.
+    let installer_len = installer.bytes().len() as u64;
+    let (need_bytes, need_inodes) =
+        space_needed(meta.total_size, index.entries().len() as u64, installer_len);
+    let own_registry_running = record.services.iter().any(|s| {
+        s.name == "registry"
+            && s.listen.as_deref() == Some(opts.listen.to_string().as_str())
+            && service_is_running(root, s, host)
+    });
+    let payload_files: Vec<&str> = index
+        .entries()
+        .iter()
+        .filter(|e| matches!(e.kind, EntryKind::File { .. }))
+        .map(|e| e.path.as_str())
+        .collect();
+    let report = preflight(
+        &PreflightInput {
+            root,
+            explicit_root,
+            need_bytes,
+            need_inodes,
+            listen: opts.listen,
+            own_registry_running,
+            commands: &[],
+            payload_files: &payload_files,
+            exec_dirs: &[],
+        },
+        host,
+    );
+    let mode = choose_mode(root, host);
+    let hosts: Vec<&str> = index.images().iter().map(|i| i.registry.as_str()).collect();
+    let existing = index
+        .entries()
+        .iter()
+        .filter(|e| fs::symlink_metadata(root.join(e.path.as_str())).is_ok())
+        .count();
+    if report.is_ok() {
+        say.line(format!(
+            "preflight: ok (need {} and {need_inodes} inodes under {}; registry address {} {})",
+            human_bytes(need_bytes),
+            root.display(),
+            opts.listen,
+            if own_registry_running {
+                "served by our registry already"
+            } else {
+                "free"
+            }
+        ))?;
+    } else {
+        say.line(format!(
+            "preflight: {} problem(s):{}",
+            report.problems.len(),
+            report
+                .problems
+                .iter()
+                .map(|p| format!("\n  - {p}"))
+                .collect::<String>()
+        ))?;
+    }
+    if opts.dry_run || opts.confirm.is_some() {
+        write_plan(
+            &mut say,
+            root,
+            name,
+            version,
+            index.entries().len(),
+            payload_files.len(),
+            meta.total_size,
+            existing,
+            mode,
+            opts.listen,
+            &hosts,
+        )?;
+    }
+    if !report.is_ok() {
+        if let (Some(lock), true) = (lock, fresh) {
+            release_fresh_lock(root, lock);
+        }
+        return Err(report.into_result().unwrap_err().into());
+    }
+    if opts.dry_run {
+        say.line("dry run: nothing was changed")?;
+        return Ok(());
+    }
+    if let Some(confirm) = opts.confirm {
+        if !confirm(say.out)? {
+            if let (Some(lock), true) = (lock, fresh) {
+                release_fresh_lock(root, lock);
+            }
+            return Err(Error::Cancelled);
+        }
+    }
+
+    // 4. Files: note what exists before anything is laid out, then extract.
+    let notes: Vec<PathRecord> = index
+        .entries()
+        .iter()
+        .map(|e| {
+            let logical = format!("/{}", e.path.as_str());
+            PathRecord {
+                existed_before: fs::symlink_metadata(resolve(root, &logical)).is_ok(),
+                kind: if matches!(e.kind, EntryKind::Dir) {
+                    PathKind::Dir
+                } else {
+                    PathKind::File
+                },
+                path: logical,
+            }
+        })
+        .collect();
+    record.note_paths(notes);
+    record.save(root)?;
+    if index.entries().is_empty() {
+        say.line("files: none in this installer")?;
+    } else {
+        let summary = extract(
+            installer,
+            &payload,
+            &ExtractOptions {
+                target: root,
+                paths: &[],
+                space: &Statvfs,
+                bar: opts.bar,
+                release: opts.release,
+            },
+        )?;
+        say.line(format!(
+            "files: {} entries ({} files, {}) laid out under {} ({existing} existed before)",
+            summary.entries,
+            summary.files,
+            human_bytes(summary.bytes),
+            root.display()
+        ))?;
+    }
+
+    // 5. Persistent copy.
+    let copy = persist_installer(opts.installer_path, root, name, version)?;
+    record.note_paths(copy.records.clone());
+    record.installer_copy = Some(copy.logical.clone());
+    record.save(root)?;
+    say.line(format!(
+        "installer copy: {} ({})",
+        copy.path.display(),
+        if copy.copied {
+            format!("copied {}", human_bytes(installer_len))
+        } else {
+            "already current".to_owned()
+        }
+    ))?;
+
+    // 6. Registry service. A registry of ours that runs another copy or address, or whose
+    // copy was just replaced, is stopped first: it holds the port and serves old bytes.
+    if mode == ServiceMode::Daemon {
+        let wanted = Daemon::registry(root, name, version, opts.listen);
+        for s in &record.services {
+            if let (true, Supervision::Daemon(d)) = (s.name == "registry", &s.supervision) {
+                if (*d != wanted || copy.copied) && d.is_running(root, host)?.is_some() {
+                    d.stop(root, host, record::STOP_TIMEOUT)?;
+                    say.line(format!(
+                        "registry: stopped the previous daemon ({})",
+                        d.program.display()
+                    ))?;
+                }
+            }
+        }
+    }
+    let service = start_registry(root, name, version, opts.listen, mode, host)?;
+    if mode == ServiceMode::Systemd && copy.copied && !service.started {
+        // Same unit text, new file under it: the running registry maps the old one.
+        let unit = registry_unit_name(name);
+        host.run("systemctl", &["restart", &unit]).map_err(|e| {
+            Error::Install(super::Error::Command {
+                command: format!("systemctl restart {unit}"),
+                detail: e.to_string(),
+            })
+        })?;
+    }
+    record.note_paths(service.records.clone());
+    record.note_service(service.service.clone());
+    record.save(root)?;
+    let (log, how) = match &service.service.supervision {
+        Supervision::Daemon(d) => (
+            shown(root, &d.log_file),
+            format!("daemon pid {}", service.pid.unwrap_or_default()),
+        ),
+        Supervision::Systemd { unit } => (
+            format!("journalctl -u {unit}"),
+            format!("systemd unit {unit}"),
+        ),
+    };
+    say.line(format!(
+        "registry: {} {how} on {} (log: {log})",
+        if service.started {
+            "started as"
+        } else {
+            "already running as"
+        },
+        opts.listen
+    ))?;
+
+    // 7. Readiness.
+    let svc: &ServiceRecord = &service.service;
+    let alive = || match &svc.supervision {
+        Supervision::Daemon(d) => d.is_running(root, host).ok().flatten().is_some(),
+        // systemd restarts a failing unit: keep polling until the timeout.
+        Supervision::Systemd { .. } => true,
+    };
+    let took = wait_ready(opts.listen, opts.ready_timeout, &alive, &log)?;
+    say.line(format!(
+        "registry: ready, http://{}/v2/ answered 200 after {} ms",
+        poll_addr(opts.listen),
+        took.as_millis()
+    ))?;
+
+    // 8. Mirror config.
+    let mirrors = write_mirror_config(
+        root,
+        opts.listen,
+        hosts.iter().copied(),
+        Runtimes {
+            containerd: true,
+            k3s: true,
+        },
+    )?;
+    record.note_paths(mirrors.records.clone());
+    record.note_mirror_files(mirrors.files.clone());
+    say.line(format!(
+        "mirror config: {} files (containerd hosts.toml for {}; k3s registries.yaml), {} changed",
+        mirrors.files.len(),
+        mirror_hosts_text(&hosts),
+        mirrors.changed
+    ))?;
+
+    // 9. Record.
+    record.save(root)?;
+    say.line(format!(
+        "record: saved {}",
+        shown(root, &Record::logical_path(name))
+    ))?;
+    drop(lock);
+
+    // 10. Summary.
+    let certs = shown(root, CERTS_DIR);
+    let mut text = format!(
+        "\ninstalled {name} {version} under {}:\n  files: {} entries from the installer\n  \
+         installer copy: {}\n  registry: http://{} serving {} image(s) ({how}; log: {log})\n  \
+         mirror config:",
+        root.display(),
+        index.entries().len(),
+        copy.path.display(),
+        opts.listen,
+        index.images().len(),
+    );
+    for f in &mirrors.files {
+        text.push_str(&format!("\n    {}", shown(root, f)));
+    }
+    text.push_str("\nuse it:");
+    match index.images().first() {
+        Some(image) => text.push_str(&format!(
+            "\n  ctr image pull --hosts-dir {certs} {}",
+            image.reference()
+        )),
+        None => text.push_str(&format!("\n  ctr image pull --hosts-dir {certs} IMAGE")),
+    }
+    text.push_str(&format!(
+        "\n  containerd: config_path = \"{certs}\" (CRI registry section); k3s reads {}",
+        shown(root, K3S_REGISTRIES)
+    ));
+    let root_arg = if explicit_root {
+        format!(" --root {}", root.display())
+    } else {
+        String::new()
+    };
+    text.push_str(&format!(
+        "\nundo it:\n  {} uninstall{root_arg}",
+        copy.path.display()
+    ));
+    say.line(text)
+}
+
+fn mirror_hosts_text(hosts: &[&str]) -> String {
+    let mut sorted: Vec<&str> = hosts.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    sorted.push("_default");
+    sorted.join(", ")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_plan(
+    say: &mut Say<'_>,
+    root: &Path,
+    name: &str,
+    version: &str,
+    entries: usize,
+    files: usize,
+    total: u64,
+    existing: usize,
+    mode: ServiceMode,
+    listen: SocketAddr,
+    hosts: &[&str],
+) -> Result<()> {
+    let service = match mode {
+        ServiceMode::Systemd => format!("systemd unit {}", registry_unit_name(name)),
+        ServiceMode::Daemon => {
+            format!("daemon with pid file and log in {}", shown(root, STATE_DIR))
+        }
+    };
+    say.line(format!(
+        "plan:\n  files: {entries} entries ({files} files, {}) under {} ({existing} exist already: \
+         files are replaced, folders merged)\n  installer copy: {}\n  registry: {service}, \
+         listening on {listen}\n  mirror config: containerd {}/<host>/hosts.toml for {}; k3s {}\n  \
+         record: {}",
+        human_bytes(total),
+        root.display(),
+        shown(root, &installer_copy_path(name, version)),
+        shown(root, CERTS_DIR),
+        mirror_hosts_text(hosts),
+        shown(root, K3S_REGISTRIES),
+        shown(root, &Record::logical_path(name)),
+    ))
+}
+
+/// Runs `uninstall` for installer `name` under `root` (`/` when `None`): stops what the
+/// install record names and removes what it created. Without a record, says so and
+/// succeeds.
+pub fn uninstall(
+    name: &str,
+    root: Option<&Path>,
+    quiet: bool,
+    host: &dyn Host,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let mut say = Say { out, quiet };
+    super::validate_name(name)?;
+    let (root, _) = install_root(root, false)?;
+    let root = root.as_path();
+    let record_path = shown(root, &Record::logical_path(name));
+    if Record::load(root, name)?.is_none() {
+        say.line(format!(
+            "nothing to uninstall: no install record of {name} at {record_path}"
+        ))?;
+        return Ok(());
+    }
+    let lock = InstallLock::acquire(root)?;
+    say.line(format!("lock: holding {}", lock.path().display()))?;
+    let Some(record) = Record::load(root, name)? else {
+        say.line(format!(
+            "nothing to uninstall: the record {record_path} went away"
+        ))?;
+        return Ok(());
+    };
+    say.line(format!(
+        "record: {record_path} ({} paths, {} services)",
+        record.paths.len(),
+        record.services.len()
+    ))?;
+    let summary = record::uninstall(root, &record, host)?;
+    drop(lock);
+    say.line(format!(
+        "services: {}",
+        if summary.stopped.is_empty() {
+            "none running".to_owned()
+        } else {
+            format!("stopped {}", summary.stopped.join(", "))
+        }
+    ))?;
+    say.line(format!(
+        "files: removed {} files and {} folders",
+        summary.removed_files, summary.removed_dirs
+    ))?;
+    if !summary.kept.is_empty() {
+        say.line(format!(
+            "kept (they existed before the install, or hold other files): {}",
+            summary.kept.join(", ")
+        ))?;
+    }
+    say.line(format!("uninstalled {name} from {}", root.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+
+    #[test]
+    fn probe_v2_reads_the_status_of_a_plain_http_answer() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let n = s.read(&mut buf).unwrap();
+            assert!(buf[..n].starts_with(b"GET /v2/ HTTP/1.1\r\n"));
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+                .unwrap();
+        });
+        assert_eq!(probe_v2(addr), Ok(200));
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn a_registry_that_never_answers_fails_naming_its_log() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let err = wait_ready(
+            addr,
+            Duration::from_millis(300),
+            &|| true,
+            "/r/var/lib/airlock/x.log",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("/r/var/lib/airlock/x.log"), "{text}");
+        assert!(text.contains(&format!("http://{addr}/v2/")), "{text}");
+    }
+
+    #[test]
+    fn unspecified_listen_addresses_are_polled_on_loopback() {
+        assert_eq!(
+            poll_addr("0.0.0.0:5000".parse().unwrap()),
+            "127.0.0.1:5000".parse().unwrap()
+        );
+        assert_eq!(
+            poll_addr("[::]:5000".parse().unwrap()),
+            "[::1]:5000".parse().unwrap()
+        );
+    }
+}
