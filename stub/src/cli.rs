@@ -116,6 +116,10 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5000")]
     pub listen: SocketAddr,
+    /// Write this process's pid to PATH (atomically) once the address is bound, and remove
+    /// it on a clean exit: the daemon records itself even if whoever started it is killed.
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<std::path::PathBuf>,
 }
 
 /// Arguments of `info`.

@@ -173,6 +173,12 @@ pub fn serve_registry(
             .await
             .map_err(listen_error)?;
         let addr = listener.local_addr().map_err(listen_error)?;
+        if let Some(pid_file) = &args.pid_file {
+            write_pid_file(pid_file).map_err(|source| Error::Serve {
+                step: "write the pid file",
+                source,
+            })?;
+        }
         let n = registry.image_count();
         writeln!(
             out,
@@ -184,8 +190,41 @@ pub fn serve_registry(
         tracing::info!(%addr, images = n, "registry listening");
         serve(listener, registry, ServeOptions::default(), shutdown).await;
         tracing::info!("registry stopped");
+        if let Some(pid_file) = &args.pid_file {
+            remove_own_pid_file(pid_file);
+        }
         Ok(())
     })
+}
+
+/// Writes this process's pid to `path`: a temp file in the same folder, synced, renamed.
+fn write_pid_file(path: &Path) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".airlock-tmp-")
+        .tempfile_in(dir)?;
+    writeln!(tmp, "{}", std::process::id())?;
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Removes `path` if it still names this process (a newer daemon may have replaced it).
+fn remove_own_pid_file(path: &Path) {
+    let ours =
+        std::fs::read_to_string(path).is_ok_and(|t| t.trim() == std::process::id().to_string());
+    if ours {
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!("failed to remove the pid file {}: {e}", path.display());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -100,6 +100,60 @@ fn shown(root: &Path, logical: &str) -> String {
     resolve(root, logical).display().to_string()
 }
 
+/// Name prefix of the temp files [`super::fsutil::write_atomic`] and the persistent copy
+/// write next to their destination before the rename.
+const TEMP_PREFIX: &str = ".airlock-tmp-";
+
+/// Removes the `.airlock-tmp-*` files an install killed mid-write (SIGKILL, power cut) left
+/// next to the files it writes: in the state folder, the unit folder, the mirror config
+/// folders and the parents of every path the record names. Only called with the install
+/// lock held, so no other run of ours is writing one of them.
+fn remove_stale_temps(root: &Path, record: Option<&Record>) {
+    let mut dirs: Vec<String> = vec![
+        STATE_DIR.to_owned(),
+        super::service::UNIT_DIR.to_owned(),
+        super::fsutil::logical_parent(K3S_REGISTRIES)
+            .unwrap_or("/")
+            .to_owned(),
+    ];
+    if let Ok(rd) = fs::read_dir(resolve(root, CERTS_DIR)) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.push(format!("{CERTS_DIR}/{}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    if let Some(r) = record {
+        for p in &r.paths {
+            if let Some(parent) = super::fsutil::logical_parent(&p.path) {
+                dirs.push(parent.to_owned());
+            }
+        }
+    }
+    dirs.sort();
+    dirs.dedup();
+    for dir in dirs {
+        let Ok(rd) = fs::read_dir(resolve(root, &dir)) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let stale = e.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
+                && e.file_type().is_ok_and(|t| t.is_file());
+            if stale {
+                match fs::remove_file(e.path()) {
+                    Ok(()) => tracing::debug!("removed stale temp file {}", e.path().display()),
+                    Err(err) => {
+                        tracing::warn!(
+                            "failed to remove stale temp file {}: {err}",
+                            e.path().display()
+                        )
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Undoes the lock step of an install that changed nothing else (a fresh record): the lock
 /// file and the folders created for it.
 fn release_fresh_lock(root: &Path, lock: InstallLock) {
@@ -223,6 +277,9 @@ pub fn install(
     // 2. Record.
     let previous = Record::load(root, name)?;
     let fresh = previous.is_none();
+    if lock.is_some() {
+        remove_stale_temps(root, previous.as_ref());
+    }
     let mut record = match previous {
         Some(mut r) => {
             r.version = version.to_owned();
@@ -254,7 +311,13 @@ pub fn install(
         s.name == "registry"
             && s.listen.as_deref() == Some(opts.listen.to_string().as_str())
             && service_is_running(root, s, host)
-    });
+    }) || Daemon::registry(root, name, version, opts.listen)
+        // A daemon of ours recorded only in its pid file (an install killed before the
+        // record named the service) holds the port too; this run adopts it.
+        .is_running(root, host)
+        .ok()
+        .flatten()
+        .is_some();
     let payload_files: Vec<&str> = index
         .entries()
         .iter()
@@ -603,6 +666,7 @@ pub fn uninstall(
         record.paths.len(),
         record.services.len()
     ))?;
+    remove_stale_temps(root, Some(&record));
     let summary = record::uninstall(root, &record, host)?;
     drop(lock);
     say.line(format!(

@@ -139,12 +139,17 @@ impl Daemon {
     /// The registry of installer `name` `version`, run from its persistent copy under `root`.
     pub fn registry(root: &Path, name: &str, version: &str, listen: SocketAddr) -> Daemon {
         let exec = resolve(root, &installer_copy_path(name, version));
+        let daemon_name = format!("{name}-registry");
+        // The daemon writes its own pid file once bound: an install killed between the
+        // spawn and its own pid-file write leaves no daemon that nothing records.
+        let pid_file = resolve(root, &format!("{STATE_DIR}/{daemon_name}.pid"));
         let args = ["registry", "serve", "--listen"]
             .into_iter()
             .map(str::to_owned)
-            .chain([listen.to_string()])
+            .chain([listen.to_string(), "--pid-file".to_owned()])
+            .chain([pid_file.to_string_lossy().into_owned()])
             .collect();
-        Daemon::new(&format!("{name}-registry"), exec, args)
+        Daemon::new(&daemon_name, exec, args)
     }
 
     /// The command line `/proc/<pid>/cmdline` shows for this daemon.
@@ -497,8 +502,11 @@ mod tests {
         assert_eq!(
             host.calls(),
             [format!(
-                "spawn {} registry serve --listen 127.0.0.1:5000",
-                exec.display()
+                "spawn {} registry serve --listen 127.0.0.1:5000 --pid-file {}",
+                exec.display(),
+                root.path()
+                    .join("var/lib/airlock/edge-registry.pid")
+                    .display()
             )]
         );
         assert!(service_is_running(root.path(), &first.service, &host));
