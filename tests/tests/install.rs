@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use airlock_fixtures::images::{same_name_different_registries, BuiltImage};
-use util::oci::{curl, status_of, Containerd};
-use util::{have_command, is_root, prerequisite, Workdir};
+use util::oci::{containerd_ready, curl, pull_and_run, status_of, Containerd};
+use util::Workdir;
 
 /// An installer `edge` 1.0 with a few files and two images of the same name under two
 /// registries.
@@ -317,37 +317,6 @@ fn a_busy_registry_port_fails_preflight_and_changes_nothing() {
         Vec::<String>::new(),
         "preflight changed the root"
     );
-}
-
-fn containerd_ready(test: &str) -> bool {
-    prerequisite(is_root(), test, "containerd and runc need root")
-        && prerequisite(
-            have_command("containerd") && have_command("ctr") && have_command("runc"),
-            test,
-            "apt-get install containerd runc",
-        )
-}
-
-fn pull_and_run(ctd: &Containerd, hosts: &Path, reference: &str, id: &str) -> String {
-    let pulled = ctd.ctr(&[
-        "-n",
-        "airlock",
-        "image",
-        "pull",
-        "--hosts-dir",
-        path_str(hosts),
-        reference,
-    ]);
-    assert_eq!(
-        pulled.code,
-        Some(0),
-        "pull {reference}: {}\n{}",
-        pulled.describe(),
-        ctd.log()
-    );
-    let ran = ctd.ctr(&["-n", "airlock", "run", "--rm", reference, id]);
-    assert_eq!(ran.code, Some(0), "run {reference}: {}", ran.describe());
-    ran.stdout
 }
 
 #[test]

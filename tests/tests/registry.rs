@@ -4,7 +4,6 @@
 
 mod util;
 
-use std::path::Path;
 
 use sha2::Digest as _;
 
@@ -12,8 +11,11 @@ use airlock_fixtures::images::{
     same_name_different_registries, write_docker_archive_legacy, write_docker_archive_oci,
     write_oci_layout, BuiltImage, ImageContent,
 };
-use util::oci::{body_of, curl, header_of, status_of, write_hosts_dir, Containerd, ServedRegistry};
-use util::{have_command, is_root, prerequisite, Workdir};
+use util::oci::{
+    body_of, containerd_ready, curl, header_of, pull_and_run, status_of, write_hosts_dir,
+    Containerd, ServedRegistry,
+};
+use util::{have_command, prerequisite, Workdir};
 
 fn content(message: &str, seed: Option<u64>) -> ImageContent {
     ImageContent {
@@ -163,37 +165,6 @@ fn skopeo_pulls_every_captured_image_with_the_source_digests() {
             layer.digest
         );
     }
-}
-
-fn containerd_ready(test: &str) -> bool {
-    prerequisite(is_root(), test, "containerd and runc need root")
-        && prerequisite(
-            have_command("containerd") && have_command("ctr") && have_command("runc"),
-            test,
-            "apt-get install containerd runc",
-        )
-}
-
-fn pull_and_run(ctd: &Containerd, hosts: &Path, reference: &str, id: &str) -> String {
-    let pulled = ctd.ctr(&[
-        "-n",
-        "airlock",
-        "image",
-        "pull",
-        "--hosts-dir",
-        hosts.to_str().unwrap(),
-        reference,
-    ]);
-    assert_eq!(
-        pulled.code,
-        Some(0),
-        "pull {reference}: {}\n{}",
-        pulled.describe(),
-        ctd.log()
-    );
-    let ran = ctd.ctr(&["-n", "airlock", "run", "--rm", reference, id]);
-    assert_eq!(ran.code, Some(0), "run {reference}: {}", ran.describe());
-    ran.stdout
 }
 
 #[test]

@@ -5,6 +5,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use serde_json::json;
 
 use super::body::Body;
+use super::json_response;
 
 /// Longest piece of client input repeated in an error message.
 const ECHO_MAX: usize = 128;
@@ -138,20 +139,8 @@ impl RegistryError {
             "message": self.to_string(),
             "detail": self.detail(),
         }]});
-        let bytes = serde_json::to_vec(&body).expect("a JSON value serializes");
-        let len = bytes.len();
-        let mut resp = Response::new(if head {
-            Body::empty()
-        } else {
-            Body::full(bytes)
-        });
-        *resp.status_mut() = self.status();
+        let mut resp = json_response(self.status(), &body, head);
         let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         match &self {
             RegistryError::Unsupported(_) => {
                 h.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));

@@ -444,7 +444,12 @@ fn insert_link(resp: &mut Response<Body>, link: &str) {
     }
 }
 
-fn json_response(status: StatusCode, value: &serde_json::Value, head: bool) -> Response<Body> {
+/// A JSON answer with `Content-Type` and `Content-Length` (no body for HEAD).
+pub(super) fn json_response(
+    status: StatusCode,
+    value: &serde_json::Value,
+    head: bool,
+) -> Response<Body> {
     let bytes = serde_json::to_vec(value).expect("a JSON value serializes");
     let len = bytes.len();
     let mut resp = Response::new(if head {

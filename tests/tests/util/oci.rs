@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{run, Run};
+use super::{have_command, is_root, prerequisite, run, Run};
 
 /// An installer's registry, serving on a free loopback port until dropped.
 pub struct ServedRegistry {
@@ -189,4 +189,40 @@ pub fn header_of(r: &Run, name: &str) -> Option<String> {
 /// The body of a `curl -i` response.
 pub fn body_of(r: &Run) -> &str {
     r.stdout.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
+
+/// True when a private containerd can run here (root, containerd, ctr, runc); otherwise the
+/// test is skipped with a reason, or fails under CI.
+pub fn containerd_ready(test: &str) -> bool {
+    prerequisite(is_root(), test, "containerd and runc need root")
+        && prerequisite(
+            have_command("containerd") && have_command("ctr") && have_command("runc"),
+            test,
+            "apt-get install containerd runc",
+        )
+}
+
+/// Pulls `reference` through the mirror config in `hosts`, runs it as container `id`, and
+/// returns what it printed.
+pub fn pull_and_run(ctd: &Containerd, hosts: &Path, reference: &str, id: &str) -> String {
+    let hosts = hosts.to_str().expect("UTF-8 hosts dir");
+    let pulled = ctd.ctr(&[
+        "-n",
+        "airlock",
+        "image",
+        "pull",
+        "--hosts-dir",
+        hosts,
+        reference,
+    ]);
+    assert_eq!(
+        pulled.code,
+        Some(0),
+        "pull {reference}: {}\n{}",
+        pulled.describe(),
+        ctd.log()
+    );
+    let ran = ctd.ctr(&["-n", "airlock", "run", "--rm", reference, id]);
+    assert_eq!(ran.code, Some(0), "run {reference}: {}", ran.describe());
+    ran.stdout
 }
