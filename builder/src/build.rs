@@ -73,6 +73,9 @@ pub enum Error {
     /// The payload writer failed.
     #[error(transparent)]
     Payload(#[from] airlock_payload::Error),
+    /// The engine or a hook is not usable.
+    #[error(transparent)]
+    Engine(#[from] crate::engine::Error),
 }
 
 /// Result with this module's [`Error`].
@@ -154,6 +157,8 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
     let sources = tree::gather(&spec.files)?;
     tracing::debug!(entries = sources.len(), "tree gathered");
     let (entries, mut blobs) = hash_tree(&sources, plan.progress)?;
+    // Before any image is pulled: a missing engine program fails fast.
+    let install = crate::engine::install_config(&spec.engine, &spec.hooks, &entries, &mut blobs)?;
 
     let captured = image::capture_all(
         &spec.images,
@@ -202,6 +207,7 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
             blobs,
             entries,
             images,
+            install,
         },
         WriteOptions { level: plan.level },
         &|done| bar.set(done),
@@ -437,6 +443,7 @@ mod tests {
                 blobs,
                 entries,
                 images,
+                ..Default::default()
             },
             WriteOptions::default(),
             &|_| {},

@@ -13,6 +13,7 @@
 #![deny(missing_docs)]
 
 pub mod build;
+pub mod engine;
 pub mod image;
 pub mod progress;
 pub mod reference;

@@ -13,8 +13,10 @@
 //! exist when the spec is read. `images` entries name the image the installer serves (`ref`,
 //! normalised like containerd: [`ImageRef`]) and where it comes from (`from`, an
 //! [`ImageSource`] in containers-transport syntax; without it, the image is pulled from its
-//! registry). The keys `discover`, `engine`, `hooks` and `exclude` are recognised but not
-//! supported yet: a spec that uses them is rejected rather than half built.
+//! registry). `engine` ([`EngineSpec`]) names the cluster engine `install` brings up and
+//! `hooks` ([`HooksSpec`]) the scripts it runs before and after. The keys `discover` and
+//! `exclude` are recognised but not supported yet: a spec that uses them is rejected rather
+//! than half built.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -148,6 +150,10 @@ pub struct Spec {
     pub files: Vec<FileSpec>,
     /// Images to capture, in spec order.
     pub images: Vec<ImageSpec>,
+    /// The cluster engine `install` runs.
+    pub engine: EngineSpec,
+    /// Scripts `install` runs before and after.
+    pub hooks: HooksSpec,
     /// The absolute folder that relative `src` paths were resolved against.
     pub base_dir: PathBuf,
     /// The spec file, as given (used in messages).
@@ -291,8 +297,164 @@ impl Serialize for ImageRef {
     }
 }
 
+/// `engine:`: `none`, `containerd`, `k3s`, or a map with `kind` and that engine's options.
+///
+/// ```yaml
+/// engine: containerd
+/// engine: {kind: containerd, namespace: k8s.io, pull: true, bin_dir: /usr/local/bin}
+/// engine: {kind: k3s, binary: /usr/local/bin/k3s, manifests: /opt/edge/manifests,
+///          args: [--disable=traefik], ready_timeout: 300}
+/// ```
+///
+/// Payload paths left out are found among `files` when the installer is built.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum EngineSpec {
+    /// Files, registry and mirror config only.
+    #[default]
+    None,
+    /// containerd, containerd-shim-runc-v2, runc and ctr from the payload.
+    Containerd(ContainerdSpec),
+    /// The k3s binary from the payload.
+    K3s(K3sSpec),
+}
+
+/// Options of the `containerd` engine.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerdSpec {
+    /// The containerd namespace images are pre-pulled into.
+    #[serde(default = "ContainerdSpec::default_namespace")]
+    pub namespace: String,
+    /// Pull every captured image once containerd runs.
+    #[serde(default = "ContainerdSpec::default_pull")]
+    pub pull: bool,
+    /// The folder (among `files`' destinations) holding containerd, containerd-shim-runc-v2,
+    /// runc and ctr; default: the folder of the only file named `containerd`.
+    #[serde(default)]
+    pub bin_dir: Option<DestPath>,
+}
+
+impl ContainerdSpec {
+    fn default_namespace() -> String {
+        "k8s.io".to_owned()
+    }
+    fn default_pull() -> bool {
+        true
+    }
+}
+
+impl Default for ContainerdSpec {
+    fn default() -> Self {
+        ContainerdSpec {
+            namespace: Self::default_namespace(),
+            pull: Self::default_pull(),
+            bin_dir: None,
+        }
+    }
+}
+
+/// Options of the `k3s` engine.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct K3sSpec {
+    /// The k3s binary among `files`' destinations; default: the only file named `k3s`.
+    #[serde(default)]
+    pub binary: Option<DestPath>,
+    /// A folder among `files`' destinations whose files go to k3s's auto-deploy folder.
+    #[serde(default)]
+    pub manifests: Option<DestPath>,
+    /// Extra arguments for `k3s server`.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Seconds to wait for the node to be Ready.
+    #[serde(default = "K3sSpec::default_ready_timeout")]
+    pub ready_timeout: u64,
+}
+
+impl K3sSpec {
+    fn default_ready_timeout() -> u64 {
+        300
+    }
+}
+
+impl Default for K3sSpec {
+    fn default() -> Self {
+        K3sSpec {
+            binary: None,
+            manifests: None,
+            args: Vec::new(),
+            ready_timeout: Self::default_ready_timeout(),
+        }
+    }
+}
+
+impl EngineSpec {
+    /// `none`, `containerd` or `k3s`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EngineSpec::None => "none",
+            EngineSpec::Containerd(_) => "containerd",
+            EngineSpec::K3s(_) => "k3s",
+        }
+    }
+}
+
+/// The map form of `engine:`, tagged by `kind`.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+enum EngineMap {
+    None,
+    Containerd(ContainerdSpec),
+    K3s(K3sSpec),
+}
+
+impl<'de> Deserialize<'de> for EngineSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EngineVisitor;
+        impl<'de> Visitor<'de> for EngineVisitor {
+            type Value = EngineSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`none`, `containerd`, `k3s`, or a map with `kind` and options")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<EngineSpec, E> {
+                match v {
+                    "none" | "" => Ok(EngineSpec::None),
+                    "containerd" => Ok(EngineSpec::Containerd(ContainerdSpec::default())),
+                    "k3s" => Ok(EngineSpec::K3s(K3sSpec::default())),
+                    other => Err(E::unknown_variant(other, &["none", "containerd", "k3s"])),
+                }
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<EngineSpec, E> {
+                Ok(EngineSpec::None)
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<EngineSpec, A::Error> {
+                let m = EngineMap::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(match m {
+                    EngineMap::None => EngineSpec::None,
+                    EngineMap::Containerd(c) => EngineSpec::Containerd(c),
+                    EngineMap::K3s(k) => EngineSpec::K3s(k),
+                })
+            }
+        }
+        deserializer.deserialize_any(EngineVisitor)
+    }
+}
+
+/// `hooks:`: scripts (relative to the spec's folder) `install` runs, each with a shebang
+/// line (they are executed directly).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HooksSpec {
+    /// Runs after preflight, before any file is laid out.
+    #[serde(default)]
+    pub pre_install: Option<SourcePath>,
+    /// Runs after the engine is up, before the summary.
+    #[serde(default)]
+    pub post_install: Option<SourcePath>,
+}
+
 /// The keys that are recognised but not supported yet, in the order they are checked.
-const UNSUPPORTED_KEYS: [&str; 4] = ["discover", "engine", "hooks", "exclude"];
+const UNSUPPORTED_KEYS: [&str; 2] = ["discover", "exclude"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -308,9 +470,9 @@ struct RawSpec {
     #[serde(default)]
     discover: Option<serde_yaml_ng::Value>,
     #[serde(default)]
-    engine: Option<serde_yaml_ng::Value>,
+    engine: Option<EngineSpec>,
     #[serde(default)]
-    hooks: Option<serde_yaml_ng::Value>,
+    hooks: Option<HooksSpec>,
     #[serde(default)]
     exclude: Option<serde_yaml_ng::Value>,
 }
@@ -363,12 +525,7 @@ impl Spec {
             serde_yaml_ng::from_str(text).map_err(|err| located(spec_path, &err))?
         };
 
-        let optional = [
-            raw.discover.as_ref(),
-            raw.engine.as_ref(),
-            raw.hooks.as_ref(),
-            raw.exclude.as_ref(),
-        ];
+        let optional = [raw.discover.as_ref(), raw.exclude.as_ref()];
         for (key, value) in UNSUPPORTED_KEYS.into_iter().zip(optional) {
             if value.is_some_and(|value| !is_empty_value(key, value)) {
                 let (line, column) = key_location(text, key);
@@ -416,19 +573,20 @@ impl Spec {
                     from: image.from,
                 })
                 .collect(),
+            engine: raw.engine.unwrap_or_default(),
+            hooks: raw.hooks.unwrap_or_default(),
             base_dir,
             path: spec_path.to_owned(),
         })
     }
 }
 
-/// Whether an unsupported key's value asks for nothing: null, an empty string, sequence or map,
-/// or `engine: none` (which is exactly what an installer without engine support does).
-fn is_empty_value(key: &str, value: &serde_yaml_ng::Value) -> bool {
+/// Whether an unsupported key's value asks for nothing: null, an empty string, sequence or map.
+fn is_empty_value(_key: &str, value: &serde_yaml_ng::Value) -> bool {
     use serde_yaml_ng::Value;
     match value {
         Value::Null => true,
-        Value::String(text) => text.is_empty() || (key == "engine" && text == "none"),
+        Value::String(text) => text.is_empty(),
         Value::Sequence(items) => items.is_empty(),
         Value::Mapping(map) => map.is_empty(),
         _ => false,
@@ -1339,8 +1497,6 @@ images:
         let dir = spec_dir();
         for (line, key) in [
             ("discover: [manifests/]", "discover"),
-            ("engine: k3s", "engine"),
-            ("hooks: {pre-install: scripts/pre.sh}", "hooks"),
             ("exclude: ['*.tmp']", "exclude"),
         ] {
             let err = parse_err(&dir, &format!("name: edge\nversion: '1'\n{line}\n"));
@@ -1349,6 +1505,75 @@ images:
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn engines_are_a_name_or_a_map_with_kind() {
+        let dir = spec_dir();
+        let head = "name: edge\nversion: '1'\n";
+        let engine = |text: &str| parse(&dir, &format!("{head}{text}\n")).map(|s| s.engine);
+        assert_eq!(engine("engine: none").unwrap(), EngineSpec::None);
+        assert_eq!(
+            engine("engine: containerd").unwrap(),
+            EngineSpec::Containerd(ContainerdSpec::default())
+        );
+        assert_eq!(
+            engine(
+                "engine: {kind: containerd, namespace: default, pull: false, bin_dir: /opt/bin}"
+            )
+            .unwrap(),
+            EngineSpec::Containerd(ContainerdSpec {
+                namespace: "default".into(),
+                pull: false,
+                bin_dir: Some("/opt/bin".parse().unwrap()),
+            })
+        );
+        assert_eq!(
+            engine("engine:\n  kind: k3s\n  args: [--disable=traefik]\n  ready_timeout: 60")
+                .unwrap(),
+            EngineSpec::K3s(K3sSpec {
+                args: vec!["--disable=traefik".into()],
+                ready_timeout: 60,
+                ..K3sSpec::default()
+            })
+        );
+        let err = parse_err(&dir, &format!("{head}engine: k8s\n"));
+        assert!(
+            err.contains("airlock.yaml:3:9: engine: unknown variant `k8s`"),
+            "{err}"
+        );
+        let err = parse_err(
+            &dir,
+            &format!("{head}engine:\n  kind: k3s\n  binry: /k3s\n"),
+        );
+        // Tagged by `kind`, the map is read as a whole: the error points at its start.
+        assert!(
+            err.contains("airlock.yaml:4:3") && err.contains("unknown field `binry`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn hooks_name_existing_scripts() {
+        let dir = spec_dir();
+        std::fs::write(dir.path().join("pre.sh"), "#!/bin/sh\n").unwrap();
+        let head = "name: edge\nversion: '1'\n";
+        let spec = parse(&dir, &format!("{head}hooks:\n  pre-install: pre.sh\n")).unwrap();
+        assert_eq!(
+            spec.hooks
+                .pre_install
+                .as_ref()
+                .map(|p| p.as_path().to_owned()),
+            Some(dir.path().join("pre.sh"))
+        );
+        assert!(spec.hooks.post_install.is_none());
+        let err = parse_err(&dir, &format!("{head}hooks:\n  post-install: missing.sh\n"));
+        assert!(
+            err.contains("airlock.yaml:4:17") && err.contains("missing.sh"),
+            "{err}"
+        );
+        let err = parse_err(&dir, &format!("{head}hooks:\n  during-install: pre.sh\n"));
+        assert!(err.contains("unknown field `during-install`"), "{err}");
     }
 
     #[test]

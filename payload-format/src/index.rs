@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::bare_hex;
 use crate::image::Image;
+use crate::install::InstallConfig;
 use crate::Sha256Digest;
 
 /// Largest decoded frame a reader accepts (writers stay at [`crate::FRAME_SIZE`]).
@@ -282,6 +283,7 @@ pub struct Index {
     blobs: Vec<Blob>,
     entries: Vec<Entry>,
     images: Vec<Image>,
+    install: InstallConfig,
     /// Raw-stream offset where each frame starts, plus the total at the end.
     #[serde(skip)]
     raw_starts: Vec<u64>,
@@ -298,12 +300,18 @@ struct RawIndex {
     entries: Vec<Entry>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     images: Vec<Image>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    install: InstallConfig,
+}
+
+fn is_default(i: &InstallConfig) -> bool {
+    *i == InstallConfig::default()
 }
 
 impl TryFrom<RawIndex> for Index {
     type Error = String;
     fn try_from(r: RawIndex) -> Result<Self, String> {
-        Index::new(r.frames, r.blobs, r.entries, r.images)
+        Index::new(r.frames, r.blobs, r.entries, r.images)?.with_install(r.install)
     }
 }
 
@@ -314,6 +322,7 @@ impl From<Index> for RawIndex {
             blobs: i.blobs,
             entries: i.entries,
             images: i.images,
+            install: i.install,
         }
     }
 }
@@ -454,9 +463,25 @@ impl Index {
             blobs,
             entries,
             images,
+            install: InstallConfig::default(),
             raw_starts,
             stored_starts,
         })
+    }
+
+    /// Sets the install section (engine and hooks), checking that every payload path it
+    /// names is a file (or folder) entry and every hook a stored blob.
+    pub fn with_install(mut self, install: InstallConfig) -> Result<Self, String> {
+        let blob_sizes: HashMap<Sha256Digest, u64> =
+            self.blobs.iter().map(|b| (b.digest, b.size)).collect();
+        crate::install::validate(&install, &self.entries, &blob_sizes)?;
+        self.install = install;
+        Ok(self)
+    }
+
+    /// The install section: engine and hooks (engine `none`, no hooks when absent).
+    pub fn install(&self) -> &InstallConfig {
+        &self.install
     }
 
     /// Frames in file order.

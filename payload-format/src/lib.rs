@@ -23,7 +23,7 @@
 //! let info = BuildInfo { name: "demo".into(), version: "1".into(), platform: "linux/amd64".into(),
 //!     created: 0, mtime: 0, builder: "doc".into() };
 //! let mut file = std::io::Cursor::new(Vec::new());
-//! write_installer(&mut file, b"#!stub", &info, PayloadContents { blobs, entries, images: vec![] }, WriteOptions::default(), &|_| {}).unwrap();
+//! write_installer(&mut file, b"#!stub", &info, PayloadContents { blobs, entries, ..Default::default() }, WriteOptions::default(), &|_| {}).unwrap();
 //! let bytes = file.into_inner();
 //! let installer = Installer::open(&bytes, None).unwrap();
 //! assert_eq!(installer.meta().files, 1);
@@ -41,6 +41,7 @@ mod elf;
 mod error;
 mod image;
 mod index;
+mod install;
 mod layout;
 mod reader;
 mod summary;
@@ -54,6 +55,7 @@ pub use index::{
     Blob, Codec, Entry, EntryKind, EntryPath, Frame, Index, Meta, PathError, MAX_FRAME_RAW,
     MAX_PATH_LEN,
 };
+pub use install::{ContainerdEngine, Engine, Hook, HookStage, InstallConfig, K3sEngine};
 pub use layout::{
     align_payload, Header, Trailer, FORMAT_VERSION, HEADER_LEN, HEADER_MAGIC, PAYLOAD_ALIGN,
     TRAILER_END_MAGIC, TRAILER_LEN, TRAILER_MAGIC,

@@ -11,6 +11,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::image::Image;
 use crate::index::{Blob, Codec, Entry, EntryKind, Frame, Index, Meta};
+use crate::install::InstallConfig;
 use crate::layout::{align_payload, Header, Trailer, FRAMES_OFFSET, HEADER_LEN, TRAILER_LEN};
 use crate::{Error, Result, Sha256Digest};
 
@@ -305,6 +306,7 @@ fn compress_in_order(
 }
 
 /// What goes into a payload besides the stub.
+#[derive(Default)]
 pub struct PayloadContents {
     /// Distinct contents, in the order they are laid out (the caller sorts them by first use).
     pub blobs: Vec<BlobInput>,
@@ -312,6 +314,8 @@ pub struct PayloadContents {
     pub entries: Vec<Entry>,
     /// Captured images, sorted by registry, repository, tag (their blobs are in `blobs`).
     pub images: Vec<Image>,
+    /// Engine and hooks (hook contents are in `blobs`).
+    pub install: InstallConfig,
 }
 
 /// Writes a complete installer to `out`: `stub`, then the payload built from `contents`.
@@ -328,6 +332,7 @@ pub fn write_installer<W: Write + Seek + Send>(
         blobs,
         entries,
         images,
+        install,
     } = contents;
     let (plan, raw_offsets) = plan_frames(&blobs);
     let mut index_blobs: Vec<Blob> = blobs
@@ -403,6 +408,7 @@ pub fn write_installer<W: Write + Seek + Send>(
     }
     let entry_count = entries.len() as u64;
     let index = Index::new(frames, index_blobs, entries, images)
+        .and_then(|i| i.with_install(install))
         .map_err(|e| Error::InvalidIndex(format!("the writer was given an invalid tree: {e}")))?;
     let meta_bytes = serde_json::to_vec(&meta).expect("meta serializes");
     let index_json = serde_json::to_vec(&index).expect("index serializes");

@@ -75,7 +75,7 @@ fn build(tree: &BTreeMap<String, Node>) -> (Vec<u8>, Vec<Entry>) {
         PayloadContents {
             blobs,
             entries: entries.clone(),
-            images: vec![],
+            ..Default::default()
         },
         WriteOptions::default(),
         &|_| {},

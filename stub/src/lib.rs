@@ -31,7 +31,7 @@
 //! let info = BuildInfo { name: "demo".into(), version: "1".into(), platform: "linux/amd64".into(),
 //!     created: 0, mtime: 0, builder: "doc".into() };
 //! let mut file = std::io::Cursor::new(Vec::new());
-//! write_installer(&mut file, &[0; 100], &info, PayloadContents { blobs, entries, images: vec![] }, WriteOptions::default(), &|_| {})?;
+//! write_installer(&mut file, &[0; 100], &info, PayloadContents { blobs, entries, ..Default::default() }, WriteOptions::default(), &|_| {})?;
 //! let bytes = file.into_inner();
 //!
 //! let installer = Installer::open(&bytes, None)?;

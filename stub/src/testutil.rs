@@ -149,7 +149,7 @@ pub fn installer_with_stub(root: &Path, stub: &[u8]) -> Vec<u8> {
         PayloadContents {
             blobs,
             entries,
-            images: vec![],
+            ..Default::default()
         },
         WriteOptions::default(),
         &|_| {},
@@ -338,6 +338,7 @@ pub fn installer_with_images(images: &[ImageSpec]) -> Vec<u8> {
             blobs,
             entries: vec![],
             images: records,
+            ..Default::default()
         },
         WriteOptions::default(),
         &|_| {},

@@ -1,0 +1,282 @@
+//! The install section of the index: which cluster engine `install` runs and the hook
+//! scripts it runs before and after. The builder resolves everything the spec leaves out
+//! (which payload file is `containerd`, which is `runc` ...), so a reader only checks that
+//! every path named is a file of the payload and every hook is a stored blob; what the
+//! engine does with them is the stub's business.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Sha256Digest;
+use crate::index::{Entry, EntryKind};
+
+/// What `install` does beyond files, registry and mirror config.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallConfig {
+    /// The cluster engine.
+    #[serde(default)]
+    pub engine: Engine,
+    /// Hook scripts, at most one per stage, in stage order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<Hook>,
+}
+
+/// The cluster engine `install` brings up.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Engine {
+    /// Files, registry and mirror config only.
+    #[default]
+    None,
+    /// containerd and runc from the payload, started with a private config.
+    Containerd(ContainerdEngine),
+    /// The k3s binary from the payload, `registries.yaml`, auto-deployed manifests.
+    K3s(K3sEngine),
+}
+
+impl Engine {
+    /// `none`, `containerd` or `k3s`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Engine::None => "none",
+            Engine::Containerd(_) => "containerd",
+            Engine::K3s(_) => "k3s",
+        }
+    }
+}
+
+/// The `containerd` engine: payload paths of its programs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerdEngine {
+    /// The `containerd` daemon.
+    pub containerd: String,
+    /// `containerd-shim-runc-v2` (containerd finds it in `PATH`).
+    pub shim: String,
+    /// `runc` (found in `PATH` by the shim).
+    pub runc: String,
+    /// `ctr`, used to pre-pull the captured images.
+    pub ctr: String,
+    /// The containerd namespace images are pulled into (`k8s.io`: the kubelet's).
+    pub namespace: String,
+    /// Pull every captured image once containerd answers.
+    pub pull: bool,
+}
+
+/// The `k3s` engine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct K3sEngine {
+    /// The `k3s` binary.
+    pub binary: String,
+    /// A payload folder whose files are copied into k3s's auto-deploy folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifests: Option<String>,
+    /// Extra arguments for `k3s server`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// How long to wait for the node to be Ready, in seconds.
+    pub ready_timeout_secs: u64,
+}
+
+/// When a hook runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HookStage {
+    /// After preflight, before anything changes.
+    PreInstall,
+    /// After the engine is up.
+    PostInstall,
+}
+
+impl HookStage {
+    /// `pre-install` or `post-install`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookStage::PreInstall => "pre-install",
+            HookStage::PostInstall => "post-install",
+        }
+    }
+}
+
+impl fmt::Display for HookStage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A hook script, stored as a blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hook {
+    /// When it runs.
+    pub stage: HookStage,
+    /// Where it came from (the spec's path), for messages.
+    pub source: String,
+    /// Its content: a stored blob.
+    pub digest: Sha256Digest,
+    /// Its size in bytes (at least 1).
+    pub size: u64,
+}
+
+/// Checks the install section against the entries and stored blobs.
+pub(crate) fn validate(
+    install: &InstallConfig,
+    entries: &[Entry],
+    blob_sizes: &HashMap<Sha256Digest, u64>,
+) -> Result<(), String> {
+    let kind_of = |path: &str| {
+        entries
+            .binary_search_by(|e| e.path.as_str().cmp(path))
+            .ok()
+            .map(|i| &entries[i].kind)
+    };
+    let file = |role: &str, path: &str| match kind_of(path) {
+        Some(EntryKind::File { size, .. }) if *size > 0 => Ok(()),
+        Some(EntryKind::Hardlink { .. }) => Ok(()),
+        _ => Err(format!(
+            "engine {}: {role} {path:?} is not a file of the payload",
+            install.engine.kind()
+        )),
+    };
+    match &install.engine {
+        Engine::None => {}
+        Engine::Containerd(c) => {
+            for (role, path) in [
+                ("containerd", &c.containerd),
+                ("shim", &c.shim),
+                ("runc", &c.runc),
+                ("ctr", &c.ctr),
+            ] {
+                file(role, path)?;
+            }
+            let ok = !c.namespace.is_empty()
+                && c.namespace.len() <= 76
+                && c.namespace
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            if !ok {
+                return Err(format!(
+                    "engine containerd: namespace {:?} is not a containerd namespace",
+                    c.namespace
+                ));
+            }
+        }
+        Engine::K3s(k) => {
+            file("binary", &k.binary)?;
+            if let Some(m) = &k.manifests {
+                if !matches!(kind_of(m), Some(EntryKind::Dir)) {
+                    return Err(format!(
+                        "engine k3s: manifests {m:?} is not a folder of the payload"
+                    ));
+                }
+            }
+            if k.args.iter().any(|a| a.contains('\0')) {
+                return Err("engine k3s: an argument contains NUL".into());
+            }
+            if k.ready_timeout_secs == 0 {
+                return Err("engine k3s: ready_timeout_secs is 0".into());
+            }
+        }
+    }
+    if install.hooks.windows(2).any(|w| w[0].stage >= w[1].stage) {
+        return Err("hooks are not in stage order or a stage has two".into());
+    }
+    for h in &install.hooks {
+        if blob_sizes.get(&h.digest) != Some(&h.size) {
+            return Err(format!(
+                "hook {} ({}) names a blob {} of {} bytes that is not stored",
+                h.stage, h.source, h.digest, h.size
+            ));
+        }
+        if h.source.len() > 4096 || h.source.contains('\0') {
+            return Err(format!("hook {} has an invalid source name", h.stage));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str) -> Entry {
+        Entry {
+            path: path.to_owned().try_into().unwrap(),
+            mode: 0o755,
+            kind: EntryKind::File {
+                size: 3,
+                digest: Sha256Digest::of(b"abc"),
+            },
+        }
+    }
+
+    fn containerd(runc: &str) -> InstallConfig {
+        InstallConfig {
+            engine: Engine::Containerd(ContainerdEngine {
+                containerd: "containerd".into(),
+                shim: "containerd".into(),
+                runc: runc.into(),
+                ctr: "containerd".into(),
+                namespace: "k8s.io".into(),
+                pull: true,
+            }),
+            hooks: vec![],
+        }
+    }
+
+    #[test]
+    fn engine_paths_must_be_payload_files_and_hooks_stored_blobs() {
+        let entries = vec![file("containerd")];
+        let digest = Sha256Digest::of(b"#!/bin/sh\n");
+        let sizes = HashMap::from([(digest, 10)]);
+        assert!(validate(&containerd("containerd"), &entries, &sizes).is_ok());
+        let err = validate(&containerd("../runc"), &entries, &sizes).unwrap_err();
+        assert_eq!(
+            err,
+            "engine containerd: runc \"../runc\" is not a file of the payload"
+        );
+
+        let hook = |stage, size| Hook {
+            stage,
+            source: "pre.sh".into(),
+            digest,
+            size,
+        };
+        let mut install = InstallConfig::default();
+        install.hooks = vec![hook(HookStage::PreInstall, 10)];
+        assert!(validate(&install, &entries, &sizes).is_ok());
+        install.hooks = vec![hook(HookStage::PreInstall, 11 << 30)];
+        assert!(validate(&install, &entries, &sizes)
+            .unwrap_err()
+            .contains("that is not stored"));
+        install.hooks = vec![
+            hook(HookStage::PostInstall, 10),
+            hook(HookStage::PreInstall, 10),
+        ];
+        assert!(validate(&install, &entries, &sizes)
+            .unwrap_err()
+            .contains("stage order"));
+    }
+
+    #[test]
+    fn the_section_round_trips_through_json_with_kebab_stages() {
+        let mut install = containerd("containerd");
+        install.hooks.push(Hook {
+            stage: HookStage::PostInstall,
+            source: "post.sh".into(),
+            digest: Sha256Digest::of(b"x"),
+            size: 1,
+        });
+        let json = serde_json::to_string(&install).unwrap();
+        assert!(json.contains("\"kind\":\"containerd\""), "{json}");
+        assert!(json.contains("\"stage\":\"post-install\""), "{json}");
+        assert_eq!(
+            serde_json::from_str::<InstallConfig>(&json).unwrap(),
+            install
+        );
+    }
+}
