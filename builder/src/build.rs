@@ -158,7 +158,13 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
     tracing::debug!(entries = sources.len(), "tree gathered");
     let (entries, mut blobs) = hash_tree(&sources, plan.progress)?;
     // Before any image is pulled: a missing engine program fails fast.
-    let install = crate::engine::install_config(&spec.engine, &spec.hooks, &entries, &mut blobs)?;
+    let install = crate::engine::install_config(
+        &spec.engine,
+        &spec.hooks,
+        &spec.base_dir,
+        &entries,
+        &mut blobs,
+    )?;
 
     let captured = image::capture_all(
         &spec.images,

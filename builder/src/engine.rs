@@ -45,6 +45,7 @@ pub const CONTAINERD_PROGRAMS: [&str; 4] = ["containerd", "containerd-shim-runc-
 pub fn install_config(
     engine: &EngineSpec,
     hooks: &HooksSpec,
+    base_dir: &Path,
     entries: &[Entry],
     blobs: &mut Vec<BlobInput>,
 ) -> Result<InstallConfig, Error> {
@@ -144,13 +145,18 @@ pub fn install_config(
         (HookStage::PostInstall, &hooks.post_install),
     ] {
         if let Some(path) = path {
-            out.push(hook(stage, path.as_path(), blobs)?);
+            out.push(hook(stage, path.as_path(), base_dir, blobs)?);
         }
     }
     Ok(InstallConfig { engine, hooks: out })
 }
 
-fn hook(stage: HookStage, path: &Path, blobs: &mut Vec<BlobInput>) -> Result<Hook, Error> {
+fn hook(
+    stage: HookStage,
+    path: &Path,
+    base_dir: &Path,
+    blobs: &mut Vec<BlobInput>,
+) -> Result<Hook, Error> {
     let err = |what: String| Error::Hook {
         stage,
         path: path.to_owned(),
@@ -176,9 +182,11 @@ fn hook(stage: HookStage, path: &Path, blobs: &mut Vec<BlobInput>) -> Result<Hoo
             source: Box::new(bytes),
         });
     }
+    // As the spec names it, not where the build machine keeps it.
+    let source = path.strip_prefix(base_dir).unwrap_or(path);
     Ok(Hook {
         stage,
-        source: path.display().to_string(),
+        source: source.display().to_string(),
         digest,
         size,
     })
@@ -275,6 +283,7 @@ mod tests {
         let c = install_config(
             &EngineSpec::Containerd(ContainerdSpec::default()),
             &HooksSpec::default(),
+            Path::new("/"),
             &e,
             &mut Vec::new(),
         )
@@ -293,6 +302,7 @@ mod tests {
         let err = install_config(
             &EngineSpec::Containerd(ContainerdSpec::default()),
             &HooksSpec::default(),
+            Path::new("/"),
             &e,
             &mut Vec::new(),
         )
@@ -308,9 +318,15 @@ mod tests {
     fn two_k3s_binaries_need_an_explicit_choice() {
         let e = entries(&["a/k3s", "b/k3s"]);
         let spec = EngineSpec::K3s(K3sSpec::default());
-        let err = install_config(&spec, &HooksSpec::default(), &e, &mut Vec::new())
-            .unwrap_err()
-            .to_string();
+        let err = install_config(
+            &spec,
+            &HooksSpec::default(),
+            Path::new("/"),
+            &e,
+            &mut Vec::new(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains("several files are named `k3s` (a/k3s, b/k3s)"),
             "{err}"
@@ -320,7 +336,14 @@ mod tests {
             manifests: Some("/a".parse().unwrap()),
             ..K3sSpec::default()
         });
-        let c = install_config(&spec, &HooksSpec::default(), &e, &mut Vec::new()).unwrap();
+        let c = install_config(
+            &spec,
+            &HooksSpec::default(),
+            Path::new("/"),
+            &e,
+            &mut Vec::new(),
+        )
+        .unwrap();
         assert_eq!(
             c.engine,
             Engine::K3s(K3sEngine {

@@ -246,8 +246,10 @@ mod tests {
             digest,
             size,
         };
-        let mut install = InstallConfig::default();
-        install.hooks = vec![hook(HookStage::PreInstall, 10)];
+        let mut install = InstallConfig {
+            hooks: vec![hook(HookStage::PreInstall, 10)],
+            ..InstallConfig::default()
+        };
         assert!(validate(&install, &entries, &sizes).is_ok());
         install.hooks = vec![hook(HookStage::PreInstall, 11 << 30)];
         assert!(validate(&install, &entries, &sizes)

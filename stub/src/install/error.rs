@@ -81,6 +81,26 @@ pub enum Error {
         #[source]
         source: Option<io::Error>,
     },
+    /// A hook script failed; what it printed is in its log and shown in the message.
+    #[error("hook {stage} {end}; nothing after it was done (its output, also in {}):\n{output}", .log.display())]
+    Hook {
+        /// `pre-install` or `post-install`.
+        stage: String,
+        /// How it ended: "exited with code 3", "was killed by a signal", "timed out after 30 min".
+        end: String,
+        /// Its log file.
+        log: PathBuf,
+        /// The last lines of its output, indented.
+        output: String,
+    },
+    /// The cluster engine did not come up.
+    #[error("{engine}: {what}")]
+    Engine {
+        /// `containerd` or `k3s`.
+        engine: &'static str,
+        /// What failed and where to look.
+        what: String,
+    },
     /// Uninstall could not undo everything; the record is kept so it can be re-run.
     #[error("uninstall left {} item(s) behind, the install record is kept for a re-run:{}", .0.len(), .0.iter().map(|p| format!("\n  - {p}")).collect::<String>())]
     Uninstall(Vec<String>),

@@ -36,6 +36,36 @@ pub struct DaemonSpec<'a> {
     pub args: &'a [String],
     /// The log file (created 0640 if missing, appended to).
     pub log: &'a Path,
+    /// Variables set on top of the installer's environment.
+    pub env: &'a [(String, String)],
+}
+
+/// A command run to completion with its output in a log file: hooks, `ctr image pull`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSpec<'a> {
+    /// The executable.
+    pub program: &'a Path,
+    /// Its arguments.
+    pub args: &'a [String],
+    /// Variables set on top of the installer's environment.
+    pub env: &'a [(String, String)],
+    /// Its working folder.
+    pub cwd: &'a Path,
+    /// stdout and stderr, interleaved as written (created 0640, truncated).
+    pub log: &'a Path,
+    /// Killed (SIGKILL) when it runs longer.
+    pub timeout: Duration,
+}
+
+/// How a [`Host::run_logged`] command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    /// It exited with this code.
+    Exited(i32),
+    /// A signal killed it.
+    Signalled,
+    /// It ran past its timeout and was killed.
+    TimedOut,
 }
 
 /// What a finished helper command said.
@@ -80,6 +110,13 @@ pub trait Host: Sync {
     fn spawn_daemon(&self, spec: &DaemonSpec<'_>) -> io::Result<u32>;
     /// Runs a helper command (`systemctl ...`) to completion.
     fn run(&self, program: &str, args: &[&str]) -> io::Result<CommandOutput>;
+    /// Runs a command to completion (or its timeout) with its output in a log file.
+    fn run_logged(&self, spec: &RunSpec<'_>) -> io::Result<RunEnd>;
+    /// The pids of live processes whose executable (`/proc/PID/exe`) is `exe` or lies
+    /// under it (a folder).
+    fn processes_of(&self, exe: &Path) -> Vec<u32>;
+    /// The pid of a live process whose command line is exactly `cmdline`.
+    fn process_with_cmdline(&self, cmdline: &[u8]) -> Option<u32>;
     /// Waits `d` (the fake returns at once).
     fn sleep(&self, d: Duration);
 }
@@ -157,7 +194,8 @@ impl Host for RealHost {
             .stderr(log)
             .current_dir("/")
             // The daemon serves its own file, never one named for this installer run.
-            .env_remove(crate::selfexe::INSTALLER_ENV);
+            .env_remove(crate::selfexe::INSTALLER_ENV)
+            .envs(spec.env.iter().map(|(k, v)| (k, v)));
         // SAFETY: the closure runs in the forked child before exec and calls only setsid(2),
         // which is async-signal-safe and allocates nothing.
         unsafe {
@@ -189,9 +227,67 @@ impl Host for RealHost {
         })
     }
 
+    fn run_logged(&self, spec: &RunSpec<'_>) -> io::Result<RunEnd> {
+        let log = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o640)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(spec.log)?;
+        let mut child = Command::new(spec.program)
+            .args(spec.args)
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .env_remove(crate::selfexe::INSTALLER_ENV)
+            .current_dir(spec.cwd)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status.code().map_or(RunEnd::Signalled, RunEnd::Exited));
+            }
+            if start.elapsed() >= spec.timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Ok(RunEnd::TimedOut);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn processes_of(&self, exe: &Path) -> Vec<u32> {
+        live_pids()
+            .into_iter()
+            .filter(|&pid| {
+                fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e.starts_with(exe))
+                    && self.process_cmdline(pid).is_some()
+            })
+            .collect()
+    }
+
+    fn process_with_cmdline(&self, cmdline: &[u8]) -> Option<u32> {
+        live_pids()
+            .into_iter()
+            .find(|&pid| self.process_cmdline(pid).is_some_and(|c| c == cmdline))
+    }
+
     fn sleep(&self, d: Duration) {
         std::thread::sleep(d);
     }
+}
+
+/// Every numeric entry of `/proc` (empty without /proc).
+fn live_pids() -> Vec<u32> {
+    fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Looks `name` up in the `:`-separated `path`: the first regular file with an execute bit.
@@ -256,6 +352,9 @@ mod fake {
         pub calls: Mutex<Vec<String>>,
         /// The last pid handed out by `spawn_daemon`.
         pub next_pid: Mutex<u32>,
+        /// How `run_logged` commands end, by program file name (default: exit 0); what
+        /// they write to their log is the recorded call line.
+        pub run_ends: BTreeMap<String, RunEnd>,
     }
 
     impl Default for FakeHost {
@@ -274,6 +373,7 @@ mod fake {
                 processes: Mutex::new(BTreeMap::new()),
                 calls: Mutex::new(Vec::new()),
                 next_pid: Mutex::new(4000),
+                run_ends: BTreeMap::new(),
             }
         }
     }
@@ -357,6 +457,35 @@ mod fake {
                 code: Some(0),
                 ..Default::default()
             })
+        }
+        fn run_logged(&self, spec: &RunSpec<'_>) -> io::Result<RunEnd> {
+            let call = format!(
+                "run_logged {} {}",
+                spec.program.display(),
+                spec.args.join(" ")
+            );
+            fs::write(spec.log, format!("{call}\n"))?;
+            self.record(call);
+            let name = spec
+                .program
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy();
+            Ok(self
+                .run_ends
+                .get(name.as_ref())
+                .copied()
+                .unwrap_or(RunEnd::Exited(0)))
+        }
+        fn processes_of(&self, _exe: &Path) -> Vec<u32> {
+            Vec::new()
+        }
+        fn process_with_cmdline(&self, cmdline: &[u8]) -> Option<u32> {
+            let procs = self.processes.lock().unwrap();
+            procs
+                .iter()
+                .find(|(_, c)| c.as_slice() == cmdline)
+                .map(|(p, _)| *p)
         }
         fn sleep(&self, _d: Duration) {
             self.record("sleep".to_owned());

@@ -96,14 +96,13 @@ pub fn registries_yaml(hosts: &BTreeSet<String>, registry: SocketAddr) -> String
     s
 }
 
-/// Writes the mirror config for `hosts` (and the catch-all) under `root`, pointing at the
-/// registry at `registry`. Invalid host names are refused before anything is written.
-pub fn write_mirror_config<'a>(
-    root: &Path,
+/// The mirror config files for `hosts` (and the catch-all), as (path inside the root,
+/// content), pointing at the registry at `registry`. Invalid host names are refused.
+pub fn mirror_files<'a>(
     registry: SocketAddr,
     hosts: impl IntoIterator<Item = &'a str>,
     runtimes: Runtimes,
-) -> Result<MirrorConfig> {
+) -> Result<Vec<(String, String)>> {
     let hosts = upstream_hosts(hosts)?;
     let mut files: Vec<(String, String)> = Vec::new();
     if runtimes.containerd {
@@ -121,6 +120,18 @@ pub fn write_mirror_config<'a>(
     if runtimes.k3s {
         files.push((K3S_REGISTRIES.to_owned(), registries_yaml(&hosts, registry)));
     }
+    Ok(files)
+}
+
+/// Writes the mirror config for `hosts` (and the catch-all) under `root`, pointing at the
+/// registry at `registry`. Invalid host names are refused before anything is written.
+pub fn write_mirror_config<'a>(
+    root: &Path,
+    registry: SocketAddr,
+    hosts: impl IntoIterator<Item = &'a str>,
+    runtimes: Runtimes,
+) -> Result<MirrorConfig> {
+    let files = mirror_files(registry, hosts, runtimes)?;
     let mut out = MirrorConfig::default();
     for (logical, text) in files {
         let written = write_atomic(root, &logical, text.as_bytes(), 0o644)?;

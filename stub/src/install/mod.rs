@@ -15,17 +15,25 @@
 //! 6. [`service::start_registry`]: a systemd unit, or a [`service::Daemon`] with a pid file.
 //! 7. [`mirror::write_mirror_config`]: containerd `hosts.toml` per upstream host and
 //!    `_default`; k3s `registries.yaml`.
+//! 8. [`engine::bring_up`]: [`containerd`] (config, service, readiness, image pulls) or
+//!    [`k3s`] (manifests, service, node Ready).
+//!
+//! [`hooks`] run `pre-install` after preflight and `post-install` after the engine.
 //!
 //! [`run::install`] and [`run::uninstall`] run these steps for the `install` and `uninstall`
-//! commands (engine `none`: files, registry and mirror config).
+//! commands.
 //!
 //! After each step the caller notes what it created in the record and saves it
 //! ([`record::Record::save`]); [`record::uninstall`] undoes exactly that. All OS access
 //! that is not plain file I/O goes through [`host::Host`].
 
+pub mod containerd;
+pub mod engine;
 pub mod error;
 mod fsutil;
+pub mod hooks;
 pub mod host;
+pub mod k3s;
 pub mod lock;
 pub mod mirror;
 pub mod persist;

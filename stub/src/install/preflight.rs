@@ -92,6 +92,8 @@ pub enum Problem {
         /// The existing folder whose mount was checked.
         checked: PathBuf,
     },
+    /// The engine cannot start here (say why and what to do).
+    Engine(String),
     /// A check itself failed.
     CheckFailed {
         /// The check.
@@ -134,6 +136,7 @@ impl fmt::Display for Problem {
                 "{dir} is on a filesystem mounted noexec ({} checked): programs installed there cannot run; remount it with exec or choose another --root",
                 checked.display()
             ),
+            Problem::Engine(what) => f.write_str(what),
             Problem::CheckFailed { what, path, cause } => {
                 write!(f, "failed to {what} {}: {cause}", path.display())
             }

@@ -45,6 +45,10 @@ pub enum PathKind {
     File,
     /// A folder the install created.
     Dir,
+    /// A folder the install created whose whole content belongs to it (containerd's root
+    /// and state): uninstall removes it with everything in it, unless something is mounted
+    /// inside.
+    Tree,
 }
 
 /// A service the install started.
@@ -57,6 +61,10 @@ pub struct ServiceRecord {
     pub listen: Option<String>,
     /// How it is supervised.
     pub supervision: Supervision,
+    /// Executables (inside the root) whose processes outlive the service and are stopped
+    /// with it (containerd's shims).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub companions: Vec<String>,
 }
 
 /// How a service runs.
@@ -170,6 +178,38 @@ impl Record {
         }
     }
 
+    /// Write-ahead: notes `paths` and their missing parent folders *before* they are
+    /// created, and saves the record, so a run killed while creating them leaves a record
+    /// that names them (a noted path that was never created is skipped by uninstall).
+    pub fn note_ahead(&mut self, root: &Path, paths: &[(&str, PathKind)]) -> Result<()> {
+        let mut notes = Vec::new();
+        for &(logical, kind) in paths {
+            check_logical(logical)?;
+            let mut ancestors: Vec<&str> = Vec::new();
+            let mut cur = super::fsutil::logical_parent(logical);
+            while let Some(dir) = cur.filter(|d| *d != "/" && !d.is_empty()) {
+                ancestors.push(dir);
+                cur = super::fsutil::logical_parent(dir);
+            }
+            for dir in ancestors.into_iter().rev() {
+                if fs::symlink_metadata(resolve(root, dir)).is_err() {
+                    notes.push(PathRecord {
+                        path: dir.to_owned(),
+                        kind: PathKind::Dir,
+                        existed_before: false,
+                    });
+                }
+            }
+            notes.push(PathRecord {
+                path: logical.to_owned(),
+                kind,
+                existed_before: fs::symlink_metadata(resolve(root, logical)).is_ok(),
+            });
+        }
+        self.note_paths(notes);
+        self.save(root)
+    }
+
     /// Notes a service; one with the same name is replaced (the latest way it runs).
     pub fn note_service(&mut self, service: ServiceRecord) {
         match self.services.iter_mut().find(|s| s.name == service.name) {
@@ -234,6 +274,23 @@ pub fn uninstall(root: &Path, record: &Record, host: &dyn Host) -> Result<Uninst
             },
         }
     }
+    // Processes that outlive their service (containerd's shims, which keep containers
+    // running by design) are ours too: their programs are about to be removed.
+    for exe in record.services.iter().flat_map(|s| &s.companions) {
+        let real = resolve(root, exe);
+        for pid in host.processes_of(&real) {
+            match host.signal(pid, super::host::Signal::Kill) {
+                Ok(()) => summary
+                    .stopped
+                    .push(format!("{} (pid {pid})", real.display())),
+                Err(e) if e.raw_os_error() == Some(nix::libc::ESRCH) => {}
+                Err(e) => failures.push(format!(
+                    "failed to stop pid {pid} ({}): {e}",
+                    real.display()
+                )),
+            }
+        }
+    }
     // Nothing we started may still run when its files go away.
     if !failures.is_empty() {
         return Err(Error::Uninstall(failures));
@@ -259,6 +316,35 @@ pub fn uninstall(root: &Path, record: &Record, host: &dyn Host) -> Result<Uninst
     if reload {
         if let Err(e) = host.run("systemctl", &["daemon-reload"]) {
             tracing::warn!("failed to run systemctl daemon-reload: {e}");
+        }
+    }
+    if !failures.is_empty() {
+        return Err(Error::Uninstall(failures));
+    }
+
+    for p in record
+        .paths
+        .iter()
+        .rev()
+        .filter(|p| p.kind == PathKind::Tree)
+    {
+        if p.existed_before {
+            summary.kept.push(p.path.clone());
+            continue;
+        }
+        let real = resolve(root, &p.path);
+        if let Some(m) = mount_under(&real) {
+            failures.push(format!(
+                "kept {}: {} is mounted inside it (unmount it, then run uninstall again)",
+                real.display(),
+                m.display()
+            ));
+            continue;
+        }
+        match fs::remove_dir_all(&real) {
+            Ok(()) => summary.removed_dirs += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => failures.push(format!("failed to remove {}: {e}", real.display())),
         }
     }
     if !failures.is_empty() {
@@ -308,6 +394,16 @@ pub fn uninstall(root: &Path, record: &Record, host: &dyn Host) -> Result<Uninst
     } else {
         Err(Error::Uninstall(failures))
     }
+}
+
+/// A mount point at or below `dir` (from `/proc/self/mountinfo`), if any.
+fn mount_under(dir: &Path) -> Option<std::path::PathBuf> {
+    let text = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        // Spaces and other specials are octal-escaped (`\040`); ours have none that matter.
+        .map(|m| Path::new(m).to_path_buf())
+        .find(|m| m.starts_with(dir))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -386,6 +482,7 @@ mod tests {
             name: "registry".into(),
             listen: Some(listen.to_string()),
             supervision: Supervision::Daemon(daemon),
+            companions: vec![],
         });
         record.save(root).unwrap();
         record

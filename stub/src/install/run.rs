@@ -14,12 +14,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use airlock_payload::{human_bytes, EntryKind, Installer};
+use airlock_payload::{human_bytes, Engine, EntryKind, Hook, HookStage, Installer};
 use indicatif::ProgressBar;
 
 use super::host::Host;
 use super::lock::InstallLock;
-use super::mirror::{write_mirror_config, Runtimes, CERTS_DIR, K3S_REGISTRIES};
+use super::mirror::{mirror_files, write_mirror_config, Runtimes, CERTS_DIR, K3S_REGISTRIES};
 use super::persist::{installer_copy_path, persist_installer};
 use super::preflight::{preflight, space_needed, PreflightInput};
 use super::record::{self, PathKind, PathRecord, Record, ServiceRecord, Supervision};
@@ -154,13 +154,26 @@ fn remove_stale_temps(root: &Path, record: Option<&Record>) {
     }
 }
 
-/// Undoes the lock step of an install that changed nothing else (a fresh record): the lock
-/// file and the folders created for it.
-fn release_fresh_lock(root: &Path, lock: InstallLock) {
+/// True for a record that names nothing but the state folders holding it (written by the
+/// lock step of a run that stopped before changing anything else).
+fn only_state(record: &Record) -> bool {
+    record.services.is_empty()
+        && record.installer_copy.is_none()
+        && record
+            .paths
+            .iter()
+            .all(|p| p.kind == PathKind::Dir && STATE_DIR.starts_with(p.path.as_str()))
+}
+
+/// Undoes the lock step of an install that changed nothing else (a fresh record): the
+/// record, the lock file and the folders created for them.
+fn release_fresh_lock(root: &Path, lock: InstallLock, record: &Record) {
+    let _ = fs::remove_file(resolve(root, &Record::logical_path(&record.name)));
     let _ = fs::remove_file(lock.path());
-    let created: Vec<PathRecord> = lock.created().to_vec();
     drop(lock);
-    for r in created.iter().rev() {
+    let mut dirs: Vec<&PathRecord> = record.paths.iter().filter(|p| !p.existed_before).collect();
+    dirs.sort_by_key(|p| std::cmp::Reverse(p.path.len()));
+    for r in dirs {
         let _ = fs::remove_dir(resolve(root, &r.path));
     }
 }
@@ -276,7 +289,7 @@ pub fn install(
 
     // 2. Record.
     let previous = Record::load(root, name)?;
-    let fresh = previous.is_none();
+    let fresh = previous.as_ref().is_none_or(only_state);
     if lock.is_some() {
         remove_stale_temps(root, previous.as_ref());
     }
@@ -300,8 +313,13 @@ pub fn install(
         }
     };
     if let Some(lock) = &lock {
+        // Saved at once: a run killed from here on leaves a record naming the folders the
+        // lock step created, so they are not taken for folders that existed before.
         record.note_paths(lock.created().to_vec());
+        record.save(root)?;
     }
+    let engine = &index.install().engine;
+    let hooks = &index.install().hooks;
 
     // 3. Preflight.
     let installer_len = installer.bytes().len() as u64;
@@ -324,7 +342,9 @@ pub fn install(
         .filter(|e| matches!(e.kind, EntryKind::File { .. }))
         .map(|e| e.path.as_str())
         .collect();
-    let report = preflight(
+    let engine_exec_dirs = super::engine::exec_dirs(engine);
+    let exec_dirs: Vec<&str> = engine_exec_dirs.iter().map(String::as_str).collect();
+    let mut report = preflight(
         &PreflightInput {
             root,
             explicit_root,
@@ -334,9 +354,14 @@ pub fn install(
             own_registry_running,
             commands: &[],
             payload_files: &payload_files,
-            exec_dirs: &[],
+            exec_dirs: &exec_dirs,
         },
         host,
+    );
+    report.problems.extend(
+        super::engine::problems(engine, root, &record, host)
+            .into_iter()
+            .map(super::preflight::Problem::Engine),
     );
     let mode = choose_mode(root, host);
     let hosts: Vec<&str> = index.images().iter().map(|i| i.registry.as_str()).collect();
@@ -381,11 +406,12 @@ pub fn install(
             mode,
             opts.listen,
             &hosts,
+            &plan_extra(root, name, engine, hooks),
         )?;
     }
     if !report.is_ok() {
         if let (Some(lock), true) = (lock, fresh) {
-            release_fresh_lock(root, lock);
+            release_fresh_lock(root, lock, &record);
         }
         return Err(report.into_result().unwrap_err().into());
     }
@@ -396,11 +422,46 @@ pub fn install(
     if let Some(confirm) = opts.confirm {
         if !confirm(say.out)? {
             if let (Some(lock), true) = (lock, fresh) {
-                release_fresh_lock(root, lock);
+                release_fresh_lock(root, lock, &record);
             }
             return Err(Error::Cancelled);
         }
     }
+
+    // Hooks see where everything is (the copy and the registry exist from post-install on).
+    let mut hook_env: Vec<(String, String)> = vec![
+        ("AIRLOCK_NAME".into(), name.into()),
+        ("AIRLOCK_VERSION".into(), version.into()),
+        ("AIRLOCK_ROOT".into(), root.to_string_lossy().into_owned()),
+        (
+            "AIRLOCK_REGISTRY".into(),
+            poll_addr(opts.listen).to_string(),
+        ),
+        (
+            "AIRLOCK_INSTALLER".into(),
+            opts.installer_path.to_string_lossy().into_owned(),
+        ),
+        (
+            "AIRLOCK_INSTALLER_COPY".into(),
+            shown(root, &installer_copy_path(name, version)),
+        ),
+        ("AIRLOCK_ENGINE".into(), engine.kind().into()),
+    ];
+    hook_env.extend(super::engine::hook_env(engine, root));
+    let run_hook = |stage: HookStage, record: &mut Record, say: &mut Say<'_>| -> Result<()> {
+        let Some(hook) = hooks.iter().find(|h| h.stage == stage) else {
+            return Ok(());
+        };
+        let output = super::hooks::run_hook(root, name, hook, &payload, &hook_env, record, host)?;
+        say.line(format!(
+            "hook {stage}: ok ({}, log {})\n{output}",
+            hook.source,
+            shown(root, &super::hooks::log_path(name, hook))
+        ))
+    };
+
+    // 3b. pre-install hook.
+    run_hook(HookStage::PreInstall, &mut record, &mut say)?;
 
     // 4. Files: note what exists before anything is laid out, then extract.
     let notes: Vec<PathRecord> = index
@@ -523,16 +584,18 @@ pub fn install(
         took.as_millis()
     ))?;
 
-    // 8. Mirror config.
-    let mirrors = write_mirror_config(
-        root,
-        opts.listen,
-        hosts.iter().copied(),
-        Runtimes {
-            containerd: true,
-            k3s: true,
-        },
-    )?;
+    // 8. Mirror config, noted in the record before it is written.
+    let runtimes = Runtimes {
+        containerd: true,
+        k3s: true,
+    };
+    let planned = mirror_files(opts.listen, hosts.iter().copied(), runtimes)?;
+    let ahead: Vec<(&str, PathKind)> = planned
+        .iter()
+        .map(|(p, _)| (p.as_str(), PathKind::File))
+        .collect();
+    record.note_ahead(root, &ahead)?;
+    let mirrors = write_mirror_config(root, opts.listen, hosts.iter().copied(), runtimes)?;
     record.note_paths(mirrors.records.clone());
     record.note_mirror_files(mirrors.files.clone());
     say.line(format!(
@@ -542,7 +605,28 @@ pub fn install(
         mirrors.changed
     ))?;
 
-    // 9. Record.
+    record.save(root)?;
+
+    // 9. Engine.
+    let engine_summary = super::engine::bring_up(
+        &super::engine::EngineStep {
+            root,
+            name,
+            version,
+            listen: opts.listen,
+            mode,
+            index,
+            host,
+        },
+        engine,
+        &mut record,
+        &mut |line| say.line(line),
+    )?;
+
+    // 10. post-install hook.
+    run_hook(HookStage::PostInstall, &mut record, &mut say)?;
+
+    // 11. Record.
     record.save(root)?;
     say.line(format!(
         "record: saved {}",
@@ -564,6 +648,17 @@ pub fn install(
     );
     for f in &mirrors.files {
         text.push_str(&format!("\n    {}", shown(root, f)));
+    }
+    for line in &engine_summary {
+        text.push_str(&format!("\n  {line}"));
+    }
+    for h in hooks {
+        text.push_str(&format!(
+            "\n  hook {}: ran {} (log {})",
+            h.stage,
+            h.source,
+            shown(root, &super::hooks::log_path(name, h))
+        ));
     }
     text.push_str("\nuse it:");
     match index.images().first() {
@@ -610,6 +705,7 @@ fn write_plan(
     mode: ServiceMode,
     listen: SocketAddr,
     hosts: &[&str],
+    extra: &[String],
 ) -> Result<()> {
     let service = match mode {
         ServiceMode::Systemd => format!("systemd unit {}", registry_unit_name(name)),
@@ -629,7 +725,39 @@ fn write_plan(
         mirror_hosts_text(hosts),
         shown(root, K3S_REGISTRIES),
         shown(root, &Record::logical_path(name)),
-    ))
+    ))?;
+    for line in extra {
+        say.line(format!("  {line}"))?;
+    }
+    Ok(())
+}
+
+/// Plan lines for the engine and the hooks.
+fn plan_extra(root: &Path, name: &str, engine: &Engine, hooks: &[Hook]) -> Vec<String> {
+    let mut lines = vec![match engine {
+        Engine::None => "engine: none (files, registry and mirror config only)".to_owned(),
+        Engine::Containerd(c) => format!(
+            "engine: containerd from {} with config {}, socket {}{}",
+            shown(root, &format!("/{}", c.containerd)),
+            shown(root, &super::containerd::config_path(name)),
+            shown(root, super::containerd::SOCKET),
+            if c.pull {
+                format!(", then every image pulled into namespace {}", c.namespace)
+            } else {
+                String::new()
+            }
+        ),
+        Engine::K3s(k) => format!(
+            "engine: k3s server from {} (data {}), waiting up to {} s for the node to be Ready",
+            shown(root, &format!("/{}", k.binary)),
+            shown(root, super::k3s::DATA_DIR),
+            k.ready_timeout_secs
+        ),
+    }];
+    for h in hooks {
+        lines.push(format!("hook {}: {} ({} bytes)", h.stage, h.source, h.size));
+    }
+    lines
 }
 
 /// Runs `uninstall` for installer `name` under `root` (`/` when `None`): stops what the

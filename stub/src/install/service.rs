@@ -52,31 +52,78 @@ fn systemd_word(word: &str) -> String {
     }
 }
 
-/// The registry's unit text: `exec registry serve --listen ADDR`. It needs no network
-/// (it serves on loopback from a local file), so it waits only for local filesystems, and
-/// orders itself before the runtimes that pull through it.
-pub fn registry_unit_text(name: &str, version: &str, exec: &Path, listen: SocketAddr) -> String {
+/// What goes into a unit file of ours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitSpec<'a> {
+    /// `Description=`.
+    pub description: String,
+    /// `ExecStart=` words (program first).
+    pub exec: Vec<String>,
+    /// `Environment=` pairs.
+    pub env: &'a [(String, String)],
+    /// `After=` units.
+    pub after: &'a str,
+    /// `Before=` units (empty: none).
+    pub before: &'a str,
+    /// `Type=` (`simple`, `notify`).
+    pub service_type: &'a str,
+    /// More `[Service]` lines, each ending in a newline.
+    pub extra: &'a str,
+}
+
+/// A unit file of ours: restarted on failure, wanted by `multi-user.target`.
+pub fn unit_text(name: &str, version: &str, spec: &UnitSpec<'_>) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
         "# Written by airlock for {name} {version}; `uninstall` removes it.\n\
          [Unit]\n\
-         Description=airlock registry for {name} {version} (serves the captured images)\n\
-         After=local-fs.target\n\
-         Before=containerd.service k3s.service\n\
-         \n\
-         [Service]\n\
-         Type=simple\n\
-         ExecStart={} registry serve --listen {}\n\
-         Restart=on-failure\n\
-         RestartSec=2\n\
-         \n\
-         [Install]\n\
-         WantedBy=multi-user.target\n",
-        systemd_word(&exec.to_string_lossy()),
-        systemd_word(&listen.to_string()),
+         Description={}\n\
+         After={}\n",
+        spec.description, spec.after
+    );
+    if !spec.before.is_empty() {
+        let _ = writeln!(s, "Before={}", spec.before);
+    }
+    let _ = write!(s, "\n[Service]\nType={}\n", spec.service_type);
+    for (k, v) in spec.env {
+        let _ = writeln!(s, "Environment={}", systemd_word(&format!("{k}={v}")));
+    }
+    let exec: Vec<String> = spec.exec.iter().map(|w| systemd_word(w)).collect();
+    let _ = write!(
+        s,
+        "ExecStart={}\n{}Restart=on-failure\nRestartSec=2\n\n[Install]\nWantedBy=multi-user.target\n",
+        exec.join(" "),
+        spec.extra
     );
     s
+}
+
+/// The registry's unit text: `exec registry serve --listen ADDR`. It needs no network
+/// (it serves on loopback from a local file), so it waits only for local filesystems, and
+/// orders itself before the runtimes that pull through it.
+pub fn registry_unit_text(name: &str, version: &str, exec: &Path, listen: SocketAddr) -> String {
+    unit_text(
+        name,
+        version,
+        &UnitSpec {
+            description: format!(
+                "airlock registry for {name} {version} (serves the captured images)"
+            ),
+            exec: vec![
+                exec.to_string_lossy().into_owned(),
+                "registry".into(),
+                "serve".into(),
+                "--listen".into(),
+                listen.to_string(),
+            ],
+            env: &[],
+            after: "local-fs.target",
+            before: "containerd.service k3s.service",
+            service_type: "simple",
+            extra: "",
+        },
+    )
 }
 
 /// How a service is run on this host.
@@ -111,6 +158,9 @@ pub struct Daemon {
     pub pid_file: String,
     /// The log file (stdout and stderr, appended), inside the root.
     pub log_file: String,
+    /// Variables set on top of the installer's environment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<(String, String)>,
 }
 
 /// What [`Daemon::start`] did.
@@ -133,7 +183,14 @@ impl Daemon {
             args,
             pid_file: format!("{STATE_DIR}/{name}.pid"),
             log_file: format!("{STATE_DIR}/{name}.log"),
+            env: Vec::new(),
         }
+    }
+
+    /// The same daemon with `env` set on top of the installer's environment.
+    pub fn with_env(mut self, env: Vec<(String, String)>) -> Daemon {
+        self.env = env;
+        self
     }
 
     /// The registry of installer `name` `version`, run from its persistent copy under `root`.
@@ -175,12 +232,16 @@ impl Daemon {
     }
 
     /// The pid of the running daemon: the pid file names a live process whose command line
-    /// is this daemon's (a reused pid is not ours).
+    /// is this daemon's (a reused pid is not ours). Without a pid file naming it (an
+    /// install killed between the spawn and the pid file), a live process with exactly
+    /// this command line is ours.
     pub fn is_running(&self, root: &Path, host: &dyn Host) -> Result<Option<u32>> {
-        let Some(pid) = self.read_pid(root)? else {
-            return Ok(None);
-        };
-        Ok(self.is_ours(pid, host).then_some(pid))
+        if let Some(pid) = self.read_pid(root)? {
+            if self.is_ours(pid, host) {
+                return Ok(Some(pid));
+            }
+        }
+        Ok(host.process_with_cmdline(&self.cmdline()))
     }
 
     fn is_ours(&self, pid: u32, host: &dyn Host) -> bool {
@@ -204,11 +265,18 @@ impl Daemon {
         });
         if let Some(pid) = self.is_running(root, host)? {
             tracing::debug!(pid, name = %self.name, "already running");
-            records.push(PathRecord {
-                path: self.pid_file.clone(),
-                kind: PathKind::File,
-                existed_before: true,
-            });
+            if self.read_pid(root)? == Some(pid) {
+                records.push(PathRecord {
+                    path: self.pid_file.clone(),
+                    kind: PathKind::File,
+                    existed_before: true,
+                });
+            } else {
+                // Adopted by its command line: give it the pid file it lacks.
+                let written =
+                    write_atomic(root, &self.pid_file, format!("{pid}\n").as_bytes(), 0o644)?;
+                records.extend(written.records);
+            }
             return Ok(DaemonStart {
                 pid,
                 started: false,
@@ -219,6 +287,7 @@ impl Daemon {
             program: &self.program,
             args: &self.args,
             log: &log,
+            env: &self.env,
         };
         let pid = host.spawn_daemon(&spec).map_err(|source| Error::Spawn {
             what: format!("{} ({})", self.name, self.program.display()),
@@ -291,9 +360,9 @@ impl Daemon {
     }
 }
 
-/// What [`start_registry`] did.
+/// What [`start_service`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegistryService {
+pub struct StartedService {
     /// How it runs.
     pub mode: ServiceMode,
     /// For the install record.
@@ -306,24 +375,37 @@ pub struct RegistryService {
     pub pid: Option<u32>,
 }
 
-/// Writes the registry unit and starts the registry of installer `name` `version` as a
-/// service listening on `listen`, the way `mode` says ([`choose_mode`]; see the module
-/// docs). The persistent copy must be in place ([`super::persist::persist_installer`]).
-pub fn start_registry(
+/// A service of ours: its unit for systemd, its daemon otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceDef {
+    /// What it is, for the record: `registry`, `containerd`, `k3s`.
+    pub name: String,
+    /// The unit name (`airlock-registry-edge.service`).
+    pub unit: String,
+    /// The unit text ([`unit_text`]).
+    pub unit_text: String,
+    /// The same program as a daemon.
+    pub daemon: Daemon,
+    /// The address it listens on, when it does.
+    pub listen: Option<String>,
+    /// Executables (inside the root) whose processes belong to the service and outlive it
+    /// (containerd's shims): uninstall stops them too.
+    pub companions: Vec<String>,
+}
+
+/// Writes the service's unit and starts it the way `mode` says ([`choose_mode`]; see the
+/// module docs): with systemd, `enable` and (re)start when the unit text changed, else
+/// `enable --now` (a no-op for a running unit); as a daemon, started unless it runs.
+pub fn start_service(
     root: &Path,
-    name: &str,
-    version: &str,
-    listen: SocketAddr,
+    def: &ServiceDef,
     mode: ServiceMode,
     host: &dyn Host,
-) -> Result<RegistryService> {
-    validate_name(name)?;
-    let exec = resolve(root, &installer_copy_path(name, version));
-    let unit = registry_unit_name(name);
-    let unit_file = format!("{UNIT_DIR}/{unit}");
-    let text = registry_unit_text(name, version, &exec, listen);
-    let written = write_atomic(root, &unit_file, text.as_bytes(), 0o644)?;
+) -> Result<StartedService> {
+    let unit_file = format!("{UNIT_DIR}/{}", def.unit);
+    let written = write_atomic(root, &unit_file, def.unit_text.as_bytes(), 0o644)?;
     let mut records = written.records;
+    let unit = def.unit.clone();
     let (supervision, started, pid) = match mode {
         ServiceMode::Systemd => {
             if written.changed {
@@ -338,23 +420,65 @@ pub fn start_registry(
             (Supervision::Systemd { unit }, written.changed, None)
         }
         ServiceMode::Daemon => {
-            let daemon = Daemon::registry(root, name, version, listen);
-            let start = daemon.start(root, host)?;
+            let start = def.daemon.start(root, host)?;
             records.extend(start.records);
-            (Supervision::Daemon(daemon), start.started, Some(start.pid))
+            (
+                Supervision::Daemon(def.daemon.clone()),
+                start.started,
+                Some(start.pid),
+            )
         }
     };
-    Ok(RegistryService {
+    Ok(StartedService {
         mode,
         service: ServiceRecord {
-            name: "registry".to_owned(),
-            listen: Some(listen.to_string()),
+            name: def.name.clone(),
+            listen: def.listen.clone(),
             supervision,
+            companions: def.companions.clone(),
         },
         records,
         started,
         pid,
     })
+}
+
+/// The registry of installer `name` `version` as a service listening on `listen`, run
+/// from the persistent copy ([`super::persist::persist_installer`]).
+pub fn registry_service(
+    root: &Path,
+    name: &str,
+    version: &str,
+    listen: SocketAddr,
+) -> Result<ServiceDef> {
+    validate_name(name)?;
+    let exec = resolve(root, &installer_copy_path(name, version));
+    Ok(ServiceDef {
+        name: "registry".to_owned(),
+        unit: registry_unit_name(name),
+        unit_text: registry_unit_text(name, version, &exec, listen),
+        daemon: Daemon::registry(root, name, version, listen),
+        listen: Some(listen.to_string()),
+        companions: Vec::new(),
+    })
+}
+
+/// Writes the registry unit and starts the registry ([`registry_service`],
+/// [`start_service`]).
+pub fn start_registry(
+    root: &Path,
+    name: &str,
+    version: &str,
+    listen: SocketAddr,
+    mode: ServiceMode,
+    host: &dyn Host,
+) -> Result<StartedService> {
+    start_service(
+        root,
+        &registry_service(root, name, version, listen)?,
+        mode,
+        host,
+    )
 }
 
 /// True when the service recorded as `service` is up: a live daemon with our command line,
@@ -369,7 +493,7 @@ pub fn service_is_running(root: &Path, service: &ServiceRecord, host: &dyn Host)
     }
 }
 
-fn systemctl(host: &dyn Host, args: &[&str]) -> Result<()> {
+pub(crate) fn systemctl(host: &dyn Host, args: &[&str]) -> Result<()> {
     let command = format!("systemctl {}", args.join(" "));
     match host.run("systemctl", args) {
         Ok(out) if out.success() => Ok(()),

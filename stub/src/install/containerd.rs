@@ -1,0 +1,312 @@
+//! The `containerd` engine: containerd, its runc shim, runc and ctr come from the payload's
+//! files; containerd runs with a config of ours (its own root and state under the install
+//! root, the socket at `<root>/run/containerd/containerd.sock`, the CRI registry
+//! `config_path` = the `certs.d` folder the mirror step wrote), as a service or daemon like
+//! the registry; once it answers, every captured image is pulled through the mirror so the
+//! node is ready without a network.
+//!
+//! The config goes to `/etc/containerd/airlock-<name>.toml`, never over a
+//! `/etc/containerd/config.toml` someone else wrote; the unit and daemon pass it with
+//! `--config`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use airlock_payload::ContainerdEngine;
+
+use super::host::{Host, RunEnd, RunSpec};
+use super::mirror::CERTS_DIR;
+use super::record::PathKind;
+use super::service::{unit_text, Daemon, ServiceDef, UnitSpec};
+use super::{resolve, Error, Result, STATE_DIR};
+
+/// containerd's socket, inside the root.
+pub const SOCKET: &str = "/run/containerd/containerd.sock";
+/// containerd's persistent root (content store, snapshots), inside the root.
+pub const ROOT_DIR: &str = "/var/lib/containerd";
+/// containerd's state folder (sockets, runtime state), inside the root.
+pub const STATE: &str = "/run/containerd";
+/// How long containerd gets to answer `ctr version` after it was started.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one image pull may take (it reads from the local registry).
+pub const PULL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// The config file of installer `name`, inside the root.
+pub fn config_path(name: &str) -> String {
+    format!("/etc/containerd/airlock-{name}.toml")
+}
+
+/// The unit name for installer `name`.
+pub fn unit_name(name: &str) -> String {
+    format!("airlock-containerd-{name}.service")
+}
+
+/// The folder holding the engine's programs, inside the root (`/usr/bin`).
+fn bin_dir(engine: &ContainerdEngine) -> String {
+    let dir = engine.containerd.rsplit_once('/').map_or("", |(d, _)| d);
+    format!("/{dir}")
+}
+
+/// A payload path as a real path under `root`.
+fn program(root: &Path, payload_path: &str) -> PathBuf {
+    resolve(root, &format!("/{payload_path}"))
+}
+
+/// `PATH` for containerd: its own folder first, so it runs our shim and the shim our runc.
+pub fn path_env(root: &Path, engine: &ContainerdEngine) -> String {
+    format!(
+        "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        resolve(root, &bin_dir(engine)).display()
+    )
+}
+
+fn toml_string(s: &str) -> String {
+    // TOML basic strings: escape backslash and quote; our paths hold no control characters.
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// containerd's config (version 2, read by 1.6 and 1.7).
+pub fn config_toml(root: &Path, name: &str, version: &str) -> String {
+    let p = |logical: &str| toml_string(&resolve(root, logical).to_string_lossy());
+    format!(
+        "# Written by airlock for {name} {version}; `uninstall` removes it.\n\
+         version = 2\n\
+         root = {}\n\
+         state = {}\n\
+         \n\
+         [grpc]\n  address = {}\n\
+         \n\
+         # Pulls go through the local registry: one hosts.toml per upstream and _default.\n\
+         [plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = {}\n",
+        p(ROOT_DIR),
+        p(STATE),
+        p(SOCKET),
+        p(CERTS_DIR),
+    )
+}
+
+/// containerd as a service of installer `name`.
+pub fn service(root: &Path, name: &str, version: &str, engine: &ContainerdEngine) -> ServiceDef {
+    let containerd = program(root, &engine.containerd);
+    let config = resolve(root, &config_path(name));
+    let env = vec![("PATH".to_owned(), path_env(root, engine))];
+    let args = vec!["--config".to_owned(), config.to_string_lossy().into_owned()];
+    let mut exec = vec![containerd.to_string_lossy().into_owned()];
+    exec.extend(args.iter().cloned());
+    let unit_text = unit_text(
+        name,
+        version,
+        &UnitSpec {
+            description: format!("containerd for {name} {version} (airlock)"),
+            exec,
+            env: &env,
+            after: &format!(
+                "local-fs.target {}",
+                super::service::registry_unit_name(name)
+            ),
+            before: "",
+            service_type: "notify",
+            // As containerd's own unit: the shims keep containers running across restarts.
+            extra: "Delegate=yes\nKillMode=process\nLimitNOFILE=infinity\nTasksMax=infinity\n",
+        },
+    );
+    ServiceDef {
+        name: "containerd".to_owned(),
+        unit: unit_name(name),
+        unit_text,
+        daemon: Daemon::new(&format!("{name}-containerd"), containerd, args).with_env(env),
+        listen: None,
+        companions: vec![format!("/{}", engine.shim)],
+    }
+}
+
+/// Paths the engine creates besides its config: containerd's root and state (whole trees,
+/// removed on uninstall unless they existed before).
+pub fn trees() -> [(&'static str, PathKind); 2] {
+    [(ROOT_DIR, PathKind::Tree), (STATE, PathKind::Tree)]
+}
+
+/// A problem preflight should report: a containerd socket at our address that is not the
+/// socket of our own containerd (another containerd runs there).
+pub fn socket_problem(root: &Path, ours_running: bool) -> Option<String> {
+    let sock = resolve(root, SOCKET);
+    if ours_running || std::fs::symlink_metadata(&sock).is_err() {
+        return None;
+    }
+    std::os::unix::net::UnixStream::connect(&sock)
+        .ok()
+        .map(|_| {
+            format!(
+                "a containerd we did not start already listens on {}: stop it first (this \
+             installer brings its own), or install with --root DIR",
+                sock.display()
+            )
+        })
+}
+
+/// Waits until containerd answers `ctr version` on its socket.
+pub fn wait_ready(
+    root: &Path,
+    engine: &ContainerdEngine,
+    timeout: Duration,
+    alive: &dyn Fn() -> bool,
+    log: &str,
+    host: &dyn Host,
+) -> Result<Duration> {
+    let ctr = program(root, &engine.ctr);
+    let sock = resolve(root, SOCKET);
+    let (ctr_s, sock_s) = (ctr.to_string_lossy(), sock.to_string_lossy());
+    let start = Instant::now();
+    let mut last;
+    loop {
+        last = match host.run(&ctr_s, &["--address", &sock_s, "version"]) {
+            Ok(out) if out.success() => return Ok(start.elapsed()),
+            Ok(out) => out.stderr.trim().to_owned(),
+            Err(e) => e.to_string(),
+        };
+        if !alive() {
+            last = format!("containerd exited; last attempt: {last}");
+            break;
+        }
+        if start.elapsed() >= timeout {
+            break;
+        }
+        host.sleep(Duration::from_millis(200));
+    }
+    Err(Error::Engine {
+        engine: "containerd",
+        what: format!(
+            "it did not answer on {} within {} s ({last}); look at {log}",
+            sock.display(),
+            timeout.as_secs()
+        ),
+    })
+}
+
+/// Pulls `reference` into containerd through the mirror config (`ctr image pull
+/// --hosts-dir`), output in `log` (inside the root).
+pub fn pull(
+    root: &Path,
+    engine: &ContainerdEngine,
+    reference: &str,
+    log: &str,
+    host: &dyn Host,
+) -> Result<()> {
+    let ctr = program(root, &engine.ctr);
+    let args: Vec<String> = [
+        "--address",
+        &resolve(root, SOCKET).to_string_lossy(),
+        "--namespace",
+        &engine.namespace,
+        "image",
+        "pull",
+        "--hosts-dir",
+        &resolve(root, CERTS_DIR).to_string_lossy(),
+        reference,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let log_path = resolve(root, log);
+    let end = host
+        .run_logged(&RunSpec {
+            program: &ctr,
+            args: &args,
+            env: &[],
+            cwd: Path::new("/"),
+            log: &log_path,
+            timeout: PULL_TIMEOUT,
+        })
+        .map_err(|e| Error::Engine {
+            engine: "containerd",
+            what: format!("failed to run {}: {e}", ctr.display()),
+        })?;
+    if end == RunEnd::Exited(0) {
+        return Ok(());
+    }
+    Err(Error::Engine {
+        engine: "containerd",
+        what: format!(
+            "pulling {reference} through the local registry failed ({}):\n{}",
+            super::hooks::describe_end(end, PULL_TIMEOUT),
+            super::hooks::tail(&log_path, 20)
+        ),
+    })
+}
+
+/// The log `ctr image pull` writes to, inside the root.
+pub fn pull_log(name: &str) -> String {
+    format!("{STATE_DIR}/{name}-pull.log")
+}
+
+/// The registry address images are pulled from, for messages.
+pub fn describe(root: &Path, listen: SocketAddr) -> String {
+    format!(
+        "containerd socket {}, pulls via http://{listen} (hosts {})",
+        resolve(root, SOCKET).display(),
+        resolve(root, CERTS_DIR).display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine() -> ContainerdEngine {
+        ContainerdEngine {
+            containerd: "usr/bin/containerd".into(),
+            shim: "usr/bin/containerd-shim-runc-v2".into(),
+            runc: "usr/sbin/runc".into(),
+            ctr: "usr/bin/ctr".into(),
+            namespace: "k8s.io".into(),
+            pull: true,
+        }
+    }
+
+    #[test]
+    fn the_config_keeps_everything_under_the_root_and_points_cri_at_certs_d() {
+        let text = config_toml(Path::new("/r"), "edge", "1");
+        assert!(
+            text.contains("\nroot = \"/r/var/lib/containerd\"\n"),
+            "{text}"
+        );
+        assert!(text.contains("\nstate = \"/r/run/containerd\"\n"), "{text}");
+        assert!(
+            text.contains("address = \"/r/run/containerd/containerd.sock\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("config_path = \"/r/etc/containerd/certs.d\""),
+            "{text}"
+        );
+        assert!(text.contains("\nversion = 2\n"));
+    }
+
+    #[test]
+    fn the_service_runs_our_containerd_with_our_folder_first_in_path() {
+        let def = service(Path::new("/r"), "edge", "1", &engine());
+        assert_eq!(def.daemon.program, Path::new("/r/usr/bin/containerd"));
+        assert_eq!(
+            def.daemon.args,
+            ["--config", "/r/etc/containerd/airlock-edge.toml"]
+        );
+        assert!(
+            def.daemon.env[0].1.starts_with("/r/usr/bin:"),
+            "{:?}",
+            def.daemon.env
+        );
+        assert_eq!(def.companions, ["/usr/bin/containerd-shim-runc-v2"]);
+        assert!(def.unit_text.contains(
+            "\nExecStart=/r/usr/bin/containerd --config /r/etc/containerd/airlock-edge.toml\n"
+        ));
+        assert!(
+            def.unit_text.contains("\nEnvironment=PATH=/r/usr/bin:"),
+            "{}",
+            def.unit_text
+        );
+        assert!(def
+            .unit_text
+            .contains("After=local-fs.target airlock-registry-edge.service"));
+    }
+}

@@ -1,0 +1,235 @@
+//! The engine step of `install`: brings up what the payload's install section names
+//! ([`airlock_payload::Engine`]) once files, registry and mirror config are in place.
+//! Every path is noted in the record before it is created ([`Record::note_ahead`]), every
+//! service right after it is started, so a killed install is undone or completed by the
+//! next run.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use airlock_payload::{Engine, Index};
+
+use super::containerd;
+use super::fsutil::write_atomic;
+use super::host::Host;
+use super::k3s;
+use super::record::{PathKind, Record, Supervision};
+use super::service::{start_service, ServiceDef, ServiceMode, StartedService};
+use super::{resolve, Result};
+
+/// What the engine step needs to know.
+pub struct EngineStep<'a> {
+    /// The install root.
+    pub root: &'a Path,
+    /// Installer name and version.
+    pub name: &'a str,
+    /// Installer version.
+    pub version: &'a str,
+    /// The registry address.
+    pub listen: SocketAddr,
+    /// systemd or daemon.
+    pub mode: ServiceMode,
+    /// The payload's index (images, manifests).
+    pub index: &'a Index,
+    /// The OS.
+    pub host: &'a dyn Host,
+}
+
+/// Folders (inside the root) where the engine's programs run: preflight checks they are not
+/// on a `noexec` mount.
+pub fn exec_dirs(engine: &Engine) -> Vec<String> {
+    let dir = |p: &str| format!("/{}", p.rsplit_once('/').map_or("", |(d, _)| d));
+    match engine {
+        Engine::None => Vec::new(),
+        Engine::Containerd(c) => vec![dir(&c.containerd), dir(&c.runc), dir(&c.shim)],
+        Engine::K3s(k) => vec![dir(&k.binary), k3s::DATA_DIR.to_owned()],
+    }
+}
+
+/// Problems preflight should report for the engine (a foreign containerd on our socket).
+pub fn problems(engine: &Engine, root: &Path, record: &Record, host: &dyn Host) -> Vec<String> {
+    match engine {
+        Engine::Containerd(_) => {
+            let ours = record.services.iter().any(|s| {
+                s.name == "containerd" && super::service::service_is_running(root, s, host)
+            });
+            containerd::socket_problem(root, ours).into_iter().collect()
+        }
+        Engine::None | Engine::K3s(_) => Vec::new(),
+    }
+}
+
+/// Environment variables for hooks that depend on the engine.
+pub fn hook_env(engine: &Engine, root: &Path) -> Vec<(String, String)> {
+    let real = |l: &str| resolve(root, l).to_string_lossy().into_owned();
+    match engine {
+        Engine::None => Vec::new(),
+        Engine::Containerd(_) => vec![(
+            "AIRLOCK_CONTAINERD_SOCKET".to_owned(),
+            real(containerd::SOCKET),
+        )],
+        Engine::K3s(_) => vec![("KUBECONFIG".to_owned(), real(k3s::KUBECONFIG))],
+    }
+}
+
+/// Starts `def`, restarting it when `restart` (its config changed) and it already runs.
+fn start(
+    step: &EngineStep<'_>,
+    def: &ServiceDef,
+    restart: bool,
+    record: &mut Record,
+) -> Result<StartedService> {
+    if restart
+        && step.mode == ServiceMode::Daemon
+        && def.daemon.is_running(step.root, step.host)?.is_some()
+    {
+        def.daemon
+            .stop(step.root, step.host, super::record::STOP_TIMEOUT)?;
+    }
+    let started = start_service(step.root, def, step.mode, step.host)?;
+    if restart && !started.started && step.mode == ServiceMode::Systemd {
+        super::service::systemctl(step.host, &["restart", &def.unit])?;
+    }
+    record.note_paths(started.records.clone());
+    record.note_service(started.service.clone());
+    record.save(step.root)?;
+    Ok(started)
+}
+
+/// How a started service runs and where its output goes, for messages.
+fn how(step: &EngineStep<'_>, s: &StartedService) -> (String, String) {
+    match &s.service.supervision {
+        Supervision::Daemon(d) => (
+            format!("daemon pid {}", s.pid.unwrap_or_default()),
+            resolve(step.root, &d.log_file).display().to_string(),
+        ),
+        Supervision::Systemd { unit } => (
+            format!("systemd unit {unit}"),
+            format!("journalctl -u {unit}"),
+        ),
+    }
+}
+
+fn alive<'a>(step: &'a EngineStep<'_>, s: &'a StartedService) -> impl Fn() -> bool + 'a {
+    move || match &s.service.supervision {
+        Supervision::Daemon(d) => d.is_running(step.root, step.host).ok().flatten().is_some(),
+        Supervision::Systemd { .. } => true,
+    }
+}
+
+/// Runs the engine step; `say` prints one line per step. Returns summary lines.
+pub fn bring_up(
+    step: &EngineStep<'_>,
+    engine: &Engine,
+    record: &mut Record,
+    say: &mut dyn FnMut(String) -> crate::Result<()>,
+) -> crate::Result<Vec<String>> {
+    let root = step.root;
+    match engine {
+        Engine::None => Ok(Vec::new()),
+        Engine::Containerd(c) => {
+            let config = containerd::config_path(step.name);
+            let mut ahead = vec![(config.as_str(), PathKind::File)];
+            ahead.extend(containerd::trees());
+            let pull_log = containerd::pull_log(step.name);
+            ahead.push((pull_log.as_str(), PathKind::File));
+            record.note_ahead(root, &ahead)?;
+            let text = containerd::config_toml(root, step.name, step.version);
+            let written = write_atomic(root, &config, text.as_bytes(), 0o644)?;
+            record.note_paths(written.records.clone());
+            let def = containerd::service(root, step.name, step.version, c);
+            let started = start(step, &def, written.changed, record)?;
+            let (how, log) = how(step, &started);
+            say(format!(
+                "containerd: {} {how} (config {}, log: {log})",
+                if started.started {
+                    "started as"
+                } else {
+                    "already running as"
+                },
+                resolve(root, &config).display()
+            ))?;
+            let took = containerd::wait_ready(
+                root,
+                c,
+                containerd::READY_TIMEOUT,
+                &alive(step, &started),
+                &log,
+                step.host,
+            )?;
+            say(format!(
+                "containerd: ready, answered on {} after {} ms",
+                resolve(root, containerd::SOCKET).display(),
+                took.as_millis()
+            ))?;
+            let images: Vec<String> = step.index.images().iter().map(|i| i.reference()).collect();
+            if c.pull {
+                for (n, reference) in images.iter().enumerate() {
+                    containerd::pull(root, c, reference, &pull_log, step.host)?;
+                    say(format!(
+                        "containerd: pulled {reference} into namespace {} ({}/{})",
+                        c.namespace,
+                        n + 1,
+                        images.len()
+                    ))?;
+                }
+            }
+            let sock = resolve(root, containerd::SOCKET);
+            Ok(vec![
+                format!(
+                    "containerd: {how}, socket {}, {} image(s) in namespace {}",
+                    sock.display(),
+                    if c.pull { images.len() } else { 0 },
+                    c.namespace
+                ),
+                format!(
+                    "  try: {} --address {} -n {} images ls",
+                    resolve(root, &format!("/{}", c.ctr)).display(),
+                    sock.display(),
+                    c.namespace
+                ),
+            ])
+        }
+        Engine::K3s(k) => {
+            let (copied, changed) = k3s::copy_manifests(root, k, step.index, record)?;
+            if k.manifests.is_some() {
+                say(format!(
+                    "k3s: {copied} manifest(s) in {} ({changed} changed)",
+                    resolve(root, k3s::MANIFESTS_DIR).display()
+                ))?;
+            }
+            let mut ahead: Vec<(&str, PathKind)> = k3s::RUNTIME_TREES
+                .iter()
+                .map(|t| (*t, PathKind::Tree))
+                .collect();
+            ahead.push((k3s::KUBECONFIG, PathKind::File));
+            record.note_ahead(root, &ahead)?;
+            let def = k3s::service(root, step.name, step.version, k);
+            let started = start(step, &def, false, record)?;
+            let (how, log) = how(step, &started);
+            say(format!(
+                "k3s: {} {how} (log: {log})",
+                if started.started {
+                    "started as"
+                } else {
+                    "already running as"
+                }
+            ))?;
+            let took = k3s::wait_ready(root, k, &alive(step, &started), &log, step.host)?;
+            say(format!("k3s: node Ready after {} s", took.as_secs()))?;
+            let kubeconfig = resolve(root, k3s::KUBECONFIG);
+            Ok(vec![
+                format!(
+                    "k3s: {how}, kubeconfig {}, images through http://{}",
+                    kubeconfig.display(),
+                    step.listen
+                ),
+                format!(
+                    "  try: {} kubectl --kubeconfig {} get nodes",
+                    resolve(root, &format!("/{}", k.binary)).display(),
+                    kubeconfig.display()
+                ),
+            ])
+        }
+    }
+}
