@@ -191,6 +191,12 @@ pub fn bring_up(
             ])
         }
         Engine::K3s(k) => {
+            let mut ahead: Vec<(&str, PathKind)> = k3s::RUNTIME_TREES
+                .iter()
+                .map(|t| (*t, PathKind::Tree))
+                .collect();
+            ahead.push((k3s::KUBECONFIG, PathKind::File));
+            record.note_ahead(root, &ahead)?;
             let (copied, changed) = k3s::copy_manifests(root, k, step.index, record)?;
             if k.manifests.is_some() {
                 say(format!(
@@ -198,12 +204,6 @@ pub fn bring_up(
                     resolve(root, k3s::MANIFESTS_DIR).display()
                 ))?;
             }
-            let mut ahead: Vec<(&str, PathKind)> = k3s::RUNTIME_TREES
-                .iter()
-                .map(|t| (*t, PathKind::Tree))
-                .collect();
-            ahead.push((k3s::KUBECONFIG, PathKind::File));
-            record.note_ahead(root, &ahead)?;
             let def = k3s::service(root, step.name, step.version, k);
             let started = start(step, &def, false, record)?;
             let (how, log) = how(step, &started);

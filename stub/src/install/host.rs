@@ -269,14 +269,29 @@ impl Host for RealHost {
     }
 
     fn process_with_cmdline(&self, cmdline: &[u8]) -> Option<u32> {
-        live_pids()
-            .into_iter()
-            .find(|&pid| self.process_cmdline(pid).is_some_and(|c| c == cmdline))
+        live_pids().into_iter().find(|&pid| {
+            self.process_cmdline(pid)
+                .is_some_and(|c| cmdline_is(&c, cmdline))
+        })
     }
 
     fn sleep(&self, d: Duration) {
         std::thread::sleep(d);
     }
+}
+
+/// True when the command line `actual` (`/proc/PID/cmdline`) is the one we started,
+/// `expected`: the same, or — for a program that is a `#!` script — the interpreter and at
+/// most one interpreter argument in front of it (the kernel rewrites argv that way).
+pub fn cmdline_is(actual: &[u8], expected: &[u8]) -> bool {
+    if actual == expected {
+        return true;
+    }
+    let Some(prefix) = actual.strip_suffix(expected) else {
+        return false;
+    };
+    let words = prefix.iter().filter(|&&b| b == 0).count();
+    prefix.ends_with(&[0]) && (1..=2).contains(&words) && !prefix.starts_with(&[0])
 }
 
 /// Every numeric entry of `/proc` (empty without /proc).
@@ -496,6 +511,17 @@ mod fake {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_script_daemon_is_recognised_behind_its_interpreter() {
+        let ours = b"/r/bin/k3s\0server\0";
+        assert!(cmdline_is(ours, ours));
+        assert!(cmdline_is(b"/bin/sh\0/r/bin/k3s\0server\0", ours));
+        assert!(cmdline_is(b"/bin/sh\0-e\0/r/bin/k3s\0server\0", ours));
+        assert!(!cmdline_is(b"/bin/sh\0-e\0-x\0/r/bin/k3s\0server\0", ours));
+        assert!(!cmdline_is(b"/x/r/bin/k3s\0server\0", ours));
+        assert!(!cmdline_is(b"/r/bin/k3s\0server\0--other\0", ours));
+    }
 
     #[test]
     fn find_in_path_finds_only_executable_files() {

@@ -169,11 +169,17 @@ impl Record {
         Ok(())
     }
 
-    /// Notes paths; a path already noted keeps its first note (and so its `existed_before`).
+    /// Notes paths; a path already noted keeps its first note (and so its `existed_before`),
+    /// except that a folder noted again as a [`PathKind::Tree`] becomes one.
     pub fn note_paths(&mut self, records: impl IntoIterator<Item = PathRecord>) {
         for r in records {
-            if !self.paths.iter().any(|p| p.path == r.path) {
-                self.paths.push(r);
+            match self.paths.iter_mut().find(|p| p.path == r.path) {
+                // A folder first noted as a parent, then as a whole tree of ours: a tree.
+                Some(p) if p.kind == PathKind::Dir && r.kind == PathKind::Tree => {
+                    p.kind = PathKind::Tree
+                }
+                Some(_) => {}
+                None => self.paths.push(r),
             }
         }
     }

@@ -246,7 +246,7 @@ impl Daemon {
 
     fn is_ours(&self, pid: u32, host: &dyn Host) -> bool {
         host.process_cmdline(pid)
-            .is_some_and(|c| c == self.cmdline())
+            .is_some_and(|c| super::host::cmdline_is(&c, &self.cmdline()))
     }
 
     /// Starts the daemon unless it already runs (converges); writes its pid file.
