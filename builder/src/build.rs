@@ -76,6 +76,9 @@ pub enum Error {
     /// The engine or a hook is not usable.
     #[error(transparent)]
     Engine(#[from] crate::engine::Error),
+    /// A `--from-capture` folder could not be read.
+    #[error(transparent)]
+    Capture(crate::capture::LockError),
 }
 
 /// Result with this module's [`Error`].
@@ -101,6 +104,8 @@ pub struct BuildPlan {
     pub progress: bool,
     /// How images are pulled from registries (mirrors, cache, credentials).
     pub registry: RegistryOptions,
+    /// Capture folders whose every image is added (`--from-capture`).
+    pub from_capture: Vec<PathBuf>,
 }
 
 /// What a build produced.
@@ -136,7 +141,11 @@ fn source_date_epoch() -> Result<u64> {
 
 /// Runs a build.
 pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
-    let spec = Spec::from_path(&plan.spec)?;
+    let mut spec = Spec::from_path(&plan.spec)?;
+    for dir in &plan.from_capture {
+        let captured = crate::capture::image_specs(dir).map_err(Error::Capture)?;
+        crate::capture::add_missing(&mut spec.images, captured);
+    }
     let epoch = source_date_epoch()?;
     let stub_path = match &plan.stub {
         Some(p) => p.clone(),

@@ -9,10 +9,13 @@
 //! - [`tree`]: turns `files:` into a sorted list of entries (folders, files, symlinks, hard
 //!   links).
 //! - [`stubcheck`]: checks that a stub is a static ELF executable for the platform.
+//! - [`capture`]: `airlock capture`, a pull-through registry that records what a cluster pulls,
+//!   and capture folders as an image source.
 //! - [`build`]: the pipeline, and `inspect` for reading an installer without running it.
 #![deny(missing_docs)]
 
 pub mod build;
+pub mod capture;
 pub mod engine;
 pub mod image;
 pub mod progress;

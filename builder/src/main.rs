@@ -1,10 +1,13 @@
-//! `airlock`: build single-file air-gap installers, and inspect them.
+//! `airlock`: build single-file air-gap installers, inspect them, and capture what a cluster
+//! pulls.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use airlock_builder::build::{self, BuildPlan};
+use airlock_builder::capture::{self, CaptureOptions};
 use airlock_builder::image::{Mirror, RegistryOptions};
 use clap::{Parser, Subcommand};
 
@@ -47,6 +50,27 @@ enum Command {
         /// docker.io=http://127.0.0.1:5000; `http://` means plain HTTP.
         #[arg(long = "registry-mirror", value_name = "HOST=URL")]
         registry_mirror: Vec<Mirror>,
+        /// Also take every image recorded in capture folder DIR (repeatable); entries of the
+        /// spec's `images` that name the same reference win.
+        #[arg(long = "from-capture", value_name = "DIR")]
+        from_capture: Vec<PathBuf>,
+    },
+    /// Run a pull-through registry that records every image pulled through it into DIR, for
+    /// `airlock build --from-capture DIR` (or `images: - from: capture:DIR`).
+    Capture {
+        /// Where to listen; port 0 picks a free port (the address is printed).
+        #[arg(long, default_value = "127.0.0.1:5000")]
+        listen: std::net::SocketAddr,
+        /// The capture folder (created if missing; an existing capture is added to).
+        #[arg(long)]
+        out: PathBuf,
+        /// Fetch upstream HOST from URL instead (repeatable), e.g.
+        /// docker.io=http://127.0.0.1:5001; `http://` means plain HTTP.
+        #[arg(long = "upstream", value_name = "HOST=URL")]
+        upstream: Vec<Mirror>,
+        /// Seconds a connection to an upstream may take before the client gets a 502.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+        connect_timeout: u64,
     },
     /// Show what an installer holds, without running it.
     Inspect {
@@ -65,12 +89,13 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");
-            let mut source = std::error::Error::source(&err);
-            while let Some(cause) = source {
+            for cause in err.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
-                source = cause.source();
             }
-            ExitCode::from(if build::is_corrupt(&err) { 3 } else { 1 })
+            let corrupt = err
+                .downcast_ref::<build::Error>()
+                .is_some_and(build::is_corrupt);
+            ExitCode::from(if corrupt { 3 } else { 1 })
         }
     }
 }
@@ -86,7 +111,7 @@ fn init_logging(verbose: bool) {
         .init();
 }
 
-fn run(cli: &Cli) -> Result<(), build::Error> {
+fn run(cli: &Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Build {
             spec,
@@ -95,8 +120,10 @@ fn run(cli: &Cli) -> Result<(), build::Error> {
             level,
             json,
             registry_mirror,
+            from_capture,
         } => {
             let plan = BuildPlan {
+                from_capture: from_capture.clone(),
                 spec: spec.clone(),
                 output: output.clone(),
                 stub: stub.clone(),
@@ -117,6 +144,28 @@ fn run(cli: &Cli) -> Result<(), build::Error> {
                 );
             } else if !cli.quiet {
                 println!("wrote {}\n{}", report.output.display(), report.summary);
+            }
+        }
+        Command::Capture {
+            listen,
+            out,
+            upstream,
+            connect_timeout,
+        } => {
+            let summary = capture::run(&CaptureOptions {
+                listen: *listen,
+                out: out.clone(),
+                upstreams: upstream.clone(),
+                auth_file: RegistryOptions::default_auth_file(),
+                connect_timeout: Duration::from_secs(*connect_timeout),
+            })?;
+            if !cli.quiet {
+                println!(
+                    "stopped: {} references and {} blobs in {}",
+                    summary.references,
+                    summary.blobs,
+                    summary.out.display()
+                );
             }
         }
         Command::Inspect { file, json } => {

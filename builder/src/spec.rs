@@ -13,10 +13,11 @@
 //! exist when the spec is read. `images` entries name the image the installer serves (`ref`,
 //! normalised like containerd: [`ImageRef`]) and where it comes from (`from`, an
 //! [`ImageSource`] in containers-transport syntax; without it, the image is pulled from its
-//! registry). `engine` ([`EngineSpec`]) names the cluster engine `install` brings up and
-//! `hooks` ([`HooksSpec`]) the scripts it runs before and after. The keys `discover` and
-//! `exclude` are recognised but not supported yet: a spec that uses them is rejected rather
-//! than half built.
+//! registry; `from: capture:DIR` without `ref` takes every image a capture recorded).
+//! `engine` ([`EngineSpec`]) names the cluster engine `install` brings up and `hooks`
+//! ([`HooksSpec`]) the scripts it runs before and after. The keys `discover` and `exclude`
+//! are recognised but not supported yet: a spec that uses them is rejected rather than half
+//! built.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -121,7 +122,7 @@ pub enum Error {
         source: io::Error,
     },
     /// An image `from` with a transport airlock does not read.
-    #[error("unknown image transport in `{0}`: expected oci:DIR[:TAG], docker-archive:FILE[:REF] or docker://REF")]
+    #[error("unknown image transport in `{0}`: expected oci:DIR[:TAG], docker-archive:FILE[:REF], docker://REF or capture:DIR")]
     UnknownTransport(String),
     /// An image `from` whose transport is known but whose rest is not valid.
     #[error("invalid image source `{value}`: {reason}")]
@@ -200,6 +201,11 @@ pub enum ImageSource {
     },
     /// `docker://REF`: pull `REF` from its registry instead of the served name.
     Registry(ImageRef),
+    /// `capture:DIR`: a folder `airlock capture` wrote; without `ref`, every image in it.
+    Capture {
+        /// The capture folder (its lock file was readable when the spec was read).
+        dir: PathBuf,
+    },
 }
 
 impl ImageSource {
@@ -232,6 +238,11 @@ impl ImageSource {
                     Some(t) => return Err(invalid(format!("`{t}` is not a valid tag"))),
                 };
                 Ok(ImageSource::OciLayout { dir, tag })
+            }
+            "capture" => {
+                let dir = SourcePath::resolve(base, rest)?.into_path_buf();
+                crate::capture::Lock::load(&dir).map_err(|e| invalid(chain(&e)))?;
+                Ok(ImageSource::Capture { dir })
             }
             "docker-archive" => {
                 let file = SourcePath::resolve(base, path)?.into_path_buf();
@@ -477,13 +488,56 @@ struct RawSpec {
     exclude: Option<serde_yaml_ng::Value>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// An `images` entry. `ref` may only be left out by `from: capture:DIR` (every captured
+/// image), which a derived struct cannot say; the errors and their locations are the ones a
+/// derived struct gives (the key visitor for unknown keys, the mapping for a missing `ref`).
 struct RawImageSpec {
-    #[serde(rename = "ref")]
-    reference: ImageRef,
-    #[serde(default)]
+    reference: Option<ImageRef>,
     from: Option<ImageSource>,
+}
+
+impl<'de> Deserialize<'de> for RawImageSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(field_identifier, rename_all = "lowercase")]
+        enum Field {
+            Ref,
+            From,
+        }
+        struct EntryVisitor;
+        impl<'de> Visitor<'de> for EntryVisitor {
+            type Value = RawImageSpec;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an image entry with `ref` and `from`")
+            }
+
+            fn visit_map<A: de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawImageSpec, A::Error> {
+                let (mut reference, mut from) = (None, None);
+                while let Some(key) = map.next_key()? {
+                    match key {
+                        Field::Ref if reference.is_some() => {
+                            return Err(de::Error::duplicate_field("ref"))
+                        }
+                        Field::From if from.is_some() => {
+                            return Err(de::Error::duplicate_field("from"))
+                        }
+                        Field::Ref => reference = Some(map.next_value::<ImageRef>()?),
+                        Field::From => from = Some(map.next_value::<Option<ImageSource>>()?),
+                    }
+                }
+                let from = from.flatten();
+                if reference.is_none() && !matches!(from, Some(ImageSource::Capture { .. })) {
+                    return Err(de::Error::missing_field("ref"));
+                }
+                Ok(RawImageSpec { reference, from })
+            }
+        }
+        deserializer.deserialize_map(EntryVisitor)
+    }
 }
 
 #[derive(Deserialize)]
@@ -564,21 +618,37 @@ impl Spec {
                     mode: file.mode,
                 })
                 .collect(),
-            images: raw
-                .images
-                .unwrap_or_default()
-                .into_iter()
-                .map(|image| ImageSpec {
-                    reference: image.reference,
-                    from: image.from,
-                })
-                .collect(),
+            images: expand_images(raw.images.unwrap_or_default(), spec_path)?,
             engine: raw.engine.unwrap_or_default(),
             hooks: raw.hooks.unwrap_or_default(),
             base_dir,
             path: spec_path.to_owned(),
         })
     }
+}
+
+/// Turns `images` entries into [`ImageSpec`]s: an entry without `ref` (`from: capture:DIR`)
+/// becomes one entry per captured reference, after the entries that name theirs (which win).
+fn expand_images(raw: Vec<RawImageSpec>, spec_path: &Path) -> Result<Vec<ImageSpec>> {
+    let mut images = Vec::with_capacity(raw.len());
+    let mut captures = Vec::new();
+    for image in raw {
+        match (image.reference, image.from) {
+            (Some(reference), from) => images.push(ImageSpec { reference, from }),
+            (None, Some(ImageSource::Capture { dir })) => captures.push(dir),
+            (None, _) => unreachable!("RawImageSpec requires `ref` here"),
+        }
+    }
+    for dir in captures {
+        let all = crate::capture::image_specs(&dir).map_err(|e| Error::Invalid {
+            file: spec_path.to_owned(),
+            line: 1,
+            column: 1,
+            message: chain(&e),
+        })?;
+        crate::capture::add_missing(&mut images, all);
+    }
+    Ok(images)
 }
 
 /// Whether an unsupported key's value asks for nothing: null, an empty string, sequence or map.
@@ -1489,6 +1559,66 @@ images:
                 "{entry}: {err}"
             );
             assert!(err.contains(expected), "{entry}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_capture_without_ref_takes_every_captured_image_after_named_ones() {
+        use crate::capture::{Lock, LockEntry};
+        let dir = spec_dir();
+        let cap = dir.path().join("cap");
+        std::fs::create_dir(&cap).unwrap();
+        let mut lock = Lock::default();
+        for (r, b) in [("example.hub/team/app:1", 1), ("busybox:1.36", 2)] {
+            lock.record(LockEntry {
+                reference: r.parse().unwrap(),
+                digest: airlock_payload::Sha256Digest([b; 32]),
+                media_type: crate::image::OCI_MANIFEST.to_owned(),
+            });
+        }
+        lock.save(&cap).unwrap();
+        let text = "\
+name: edge
+version: '1'
+images:
+  - from: capture:cap
+  - ref: busybox:1.36
+    from: oci:rootfs
+  - ref: example.hub/team/app:1
+    from: capture:cap
+";
+        let spec = parse(&dir, text).unwrap();
+        let got: Vec<(String, ImageSource)> = spec
+            .images
+            .iter()
+            .map(|i| (i.reference.to_string(), i.from.clone().unwrap()))
+            .collect();
+        let capture = ImageSource::Capture { dir: cap.clone() };
+        assert_eq!(
+            got,
+            [
+                (
+                    "docker.io/library/busybox:1.36".to_owned(),
+                    ImageSource::OciLayout {
+                        dir: dir.path().join("rootfs"),
+                        tag: None
+                    }
+                ),
+                ("example.hub/team/app:1".to_owned(), capture.clone()),
+            ]
+        );
+
+        std::fs::create_dir(dir.path().join("empty")).unwrap();
+        for (from, at, expected) in [
+            ("capture:missing", "4:11", "source not found"),
+            ("capture:empty", "4:11", "is not a capture"),
+        ] {
+            let err = parse_err(
+                &dir,
+                &format!("name: edge\nversion: '1'\nimages:\n  - from: {from}\n"),
+            );
+            assert!(err.contains(&format!("airlock.yaml:{at}: ")), "{err}");
+            assert!(err.contains(expected), "{err}");
         }
     }
 

@@ -2,9 +2,9 @@
 //!
 //! Each `images:` entry of the spec names the image the installer will serve (its `ref`) and
 //! where to get it (`from`): an OCI layout ([`layout`]), a `docker save` archive
-//! ([`archive`]) or a registry ([`registry`]). Every source is a [`BlobStore`]; [`collect`]
-//! walks the top-level manifest or index through it, keeps the index verbatim, picks the
-//! spec's platform, and returns every manifest, config and layer blob, each one verified
+//! ([`archive`]), a registry ([`registry`]) or a capture folder ([`crate::capture::source`]).
+//! Every source is a [`BlobStore`]; [`collect`] walks the top-level manifest or index through
+//! it, keeps the index verbatim, picks the spec's platform, and returns every manifest, config and layer blob, each one verified
 //! against its digest as it is read. [`capture_all`] runs the entries in parallel, with one
 //! progress bar per image.
 
@@ -168,6 +168,9 @@ pub enum ErrorKind {
     /// A registry problem.
     #[error(transparent)]
     Registry(Box<registry::RegistryError>),
+    /// A `capture:DIR` problem.
+    #[error(transparent)]
+    Capture(Box<crate::capture::SourceError>),
     /// Reading or writing failed.
     #[error("failed to {context}")]
     Io {
@@ -797,6 +800,9 @@ pub fn capture_one(
         }
         Some(ImageSource::DockerArchive { file, reference }) => {
             archive::capture(file, reference.as_ref(), served, platform, bar)
+        }
+        Some(ImageSource::Capture { dir }) => {
+            crate::capture::source::capture(dir, served, platform, bar)
         }
         Some(ImageSource::Registry(pull)) => {
             let puller = puller.expect("a puller exists when an image needs one");

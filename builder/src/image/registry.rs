@@ -119,7 +119,7 @@ pub struct Mirror {
 }
 
 /// Docker Hub's aliases are one host.
-fn canonical_host(host: &str) -> String {
+pub(crate) fn canonical_host(host: &str) -> String {
     match host {
         "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
             "docker.io".to_owned()
