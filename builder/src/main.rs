@@ -47,6 +47,25 @@ enum Command {
         /// docker.io=http://127.0.0.1:5000; `http://` means plain HTTP.
         #[arg(long = "registry-mirror", value_name = "HOST=URL")]
         registry_mirror: Vec<Mirror>,
+        /// Fail when image discovery (`discover:`) warns or leaves references unresolved.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Print the images a build would capture and where each came from: `images:` joined
+    /// with the references `discover:` finds in Kubernetes YAML, Helm charts and image lists,
+    /// minus `exclude:` (exact references, or patterns such as `docker.io/library/*` where
+    /// `*` matches any characters of the normalised reference).
+    Images {
+        /// The spec; relative paths in it are relative to its folder.
+        #[arg(short = 'f', long = "file", default_value = "airlock.yaml")]
+        spec: PathBuf,
+        /// Print JSON: images with their sources, excluded, unresolved, warnings.
+        #[arg(long)]
+        json: bool,
+        /// Fail (exit 1) when discovery warns (unparsable YAML, unreadable files, missing
+        /// subcharts) or leaves references unresolved.
+        #[arg(long)]
+        strict: bool,
     },
     /// Show what an installer holds, without running it.
     Inspect {
@@ -95,6 +114,7 @@ fn run(cli: &Cli) -> Result<(), build::Error> {
             level,
             json,
             registry_mirror,
+            strict,
         } => {
             let plan = BuildPlan {
                 spec: spec.clone(),
@@ -108,6 +128,7 @@ fn run(cli: &Cli) -> Result<(), build::Error> {
                     auth_file: RegistryOptions::default_auth_file(),
                     connect_timeout: None,
                 },
+                strict: *strict,
             };
             let report = build::build(&plan)?;
             if *json {
@@ -117,6 +138,25 @@ fn run(cli: &Cli) -> Result<(), build::Error> {
                 );
             } else if !cli.quiet {
                 println!("wrote {}\n{}", report.output.display(), report.summary);
+            }
+        }
+        Command::Images { spec, json, strict } => {
+            let spec = airlock_builder::spec::Spec::from_path(spec)?;
+            // Unresolved references are part of the output; warnings go to stderr.
+            let plan = airlock_builder::discover::plan(&spec)?;
+            for warning in &plan.warnings {
+                eprintln!("warning: {warning}");
+            }
+            if *strict {
+                plan.check_strict()?;
+            }
+            if *json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&plan).expect("the plan serializes")
+                );
+            } else {
+                print!("{plan}");
             }
         }
         Command::Inspect { file, json } => {

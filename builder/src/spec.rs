@@ -13,8 +13,11 @@
 //! exist when the spec is read. `images` entries name the image the installer serves (`ref`,
 //! normalised like containerd: [`ImageRef`]) and where it comes from (`from`, an
 //! [`ImageSource`] in containers-transport syntax; without it, the image is pulled from its
-//! registry). The keys `discover`, `engine`, `hooks` and `exclude` are recognised but not
-//! supported yet: a spec that uses them is rejected rather than half built.
+//! registry). `discover` lists folders and files (relative to the spec's folder, existing when
+//! the spec is read) whose image references are captured too, and `exclude` drops discovered
+//! references: an image reference, or a pattern with `*`/`?` over the normalised reference
+//! ([`ImagePattern`], see [`crate::discover`]). The keys `engine` and `hooks` are recognised but
+//! not supported yet: a spec that uses them is rejected rather than half built.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -26,6 +29,7 @@ use std::str::FromStr;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
+pub use crate::discover::ImagePattern;
 pub use crate::reference::{ImageRef, ReferenceError};
 
 /// A specialised `Result` for spec parsing.
@@ -148,6 +152,11 @@ pub struct Spec {
     pub files: Vec<FileSpec>,
     /// Images to capture, in spec order.
     pub images: Vec<ImageSpec>,
+    /// Folders and files to discover image references in (`discover:`), resolved against the
+    /// spec's folder; they existed when the spec was read.
+    pub discover: Vec<PathBuf>,
+    /// What drops discovered references (`exclude:`).
+    pub exclude: Vec<ImagePattern>,
     /// The absolute folder that relative `src` paths were resolved against.
     pub base_dir: PathBuf,
     /// The spec file, as given (used in messages).
@@ -285,6 +294,15 @@ impl<'de> Deserialize<'de> for ImageRef {
     }
 }
 
+impl<'de> Deserialize<'de> for ImagePattern {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(FromStrVisitor::<ImagePattern>(
+            "an image reference or a pattern such as docker.io/library/*",
+            PhantomData,
+        ))
+    }
+}
+
 impl Serialize for ImageRef {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)
@@ -292,7 +310,7 @@ impl Serialize for ImageRef {
 }
 
 /// The keys that are recognised but not supported yet, in the order they are checked.
-const UNSUPPORTED_KEYS: [&str; 4] = ["discover", "engine", "hooks", "exclude"];
+const UNSUPPORTED_KEYS: [&str; 2] = ["engine", "hooks"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -306,13 +324,13 @@ struct RawSpec {
     #[serde(default)]
     images: Option<Vec<RawImageSpec>>,
     #[serde(default)]
-    discover: Option<serde_yaml_ng::Value>,
+    discover: Option<Vec<SourcePath>>,
     #[serde(default)]
     engine: Option<serde_yaml_ng::Value>,
     #[serde(default)]
     hooks: Option<serde_yaml_ng::Value>,
     #[serde(default)]
-    exclude: Option<serde_yaml_ng::Value>,
+    exclude: Option<Vec<ImagePattern>>,
 }
 
 #[derive(Deserialize)]
@@ -363,12 +381,7 @@ impl Spec {
             serde_yaml_ng::from_str(text).map_err(|err| located(spec_path, &err))?
         };
 
-        let optional = [
-            raw.discover.as_ref(),
-            raw.engine.as_ref(),
-            raw.hooks.as_ref(),
-            raw.exclude.as_ref(),
-        ];
+        let optional = [raw.engine.as_ref(), raw.hooks.as_ref()];
         for (key, value) in UNSUPPORTED_KEYS.into_iter().zip(optional) {
             if value.is_some_and(|value| !is_empty_value(key, value)) {
                 let (line, column) = key_location(text, key);
@@ -416,6 +429,13 @@ impl Spec {
                     from: image.from,
                 })
                 .collect(),
+            discover: raw
+                .discover
+                .unwrap_or_default()
+                .into_iter()
+                .map(SourcePath::into_path_buf)
+                .collect(),
+            exclude: raw.exclude.unwrap_or_default(),
             base_dir,
             path: spec_path.to_owned(),
         })
@@ -1338,10 +1358,8 @@ images:
     fn other_unsupported_keys_are_reported_by_name() {
         let dir = spec_dir();
         for (line, key) in [
-            ("discover: [manifests/]", "discover"),
             ("engine: k3s", "engine"),
             ("hooks: {pre-install: scripts/pre.sh}", "hooks"),
-            ("exclude: ['*.tmp']", "exclude"),
         ] {
             let err = parse_err(&dir, &format!("name: edge\nversion: '1'\n{line}\n"));
             assert!(
@@ -1356,6 +1374,53 @@ images:
         let dir = spec_dir();
         let text = "name: edge\nversion: '1'\nimages: []\ndiscover:\nhooks: {}\nengine: none\n";
         assert!(parse(&dir, text).is_ok());
+    }
+
+    #[test]
+    fn discover_paths_and_exclude_patterns_parse() {
+        let dir = spec_dir();
+        let text = "name: edge\nversion: '1'\ndiscover: [rootfs/, bin/containerd]\nexclude:\n  - busybox\n  - 'docker.io/library/*'\n";
+        let spec = parse(&dir, text).unwrap();
+        assert_eq!(
+            spec.discover,
+            [
+                dir.path().join("rootfs/"),
+                dir.path().join("bin/containerd")
+            ]
+        );
+        let exclude: Vec<String> = spec.exclude.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            exclude,
+            ["docker.io/library/busybox:latest", "docker.io/library/*"]
+        );
+        let none = parse(&dir, "name: edge\nversion: '1'\ndiscover:\nexclude: []\n").unwrap();
+        assert!(none.discover.is_empty() && none.exclude.is_empty());
+    }
+
+    #[test]
+    fn bad_discover_or_exclude_entries_are_reported_with_their_location() {
+        let dir = spec_dir();
+        for (entry, at, expected) in [
+            ("discover: [rootfs, manifests/]", "3:20", "source not found"),
+            ("discover: manifests", "3:11", "invalid type"),
+            (
+                "exclude: ['Busy Box']",
+                "3:11",
+                "invalid image reference `Busy Box`",
+            ),
+            (
+                "exclude: ['a b*']",
+                "3:11",
+                "invalid exclude pattern `a b*`",
+            ),
+        ] {
+            let err = parse_err(&dir, &format!("name: edge\nversion: '1'\n{entry}\n"));
+            assert!(
+                err.contains(&format!("airlock.yaml:{at}: ")),
+                "{entry}: {err}"
+            );
+            assert!(err.contains(expected), "{entry}: {err}");
+        }
     }
 
     #[test]
