@@ -18,6 +18,7 @@ use airlock_payload::{
 };
 use rayon::prelude::*;
 
+use crate::discover;
 use crate::image::{self, CaptureOptions, RegistryOptions};
 use crate::progress::Progress;
 use crate::spec::{self, Spec};
@@ -34,6 +35,9 @@ pub enum Error {
     /// The spec is invalid.
     #[error(transparent)]
     Spec(#[from] spec::Error),
+    /// Image discovery failed (or found problems under `--strict`).
+    #[error(transparent)]
+    Discover(#[from] discover::Error),
     /// The tree could not be gathered.
     #[error(transparent)]
     Tree(#[from] tree::Error),
@@ -106,6 +110,8 @@ pub struct BuildPlan {
     pub registry: RegistryOptions,
     /// Capture folders whose every image is added (`--from-capture`).
     pub from_capture: Vec<PathBuf>,
+    /// Fail when image discovery has warnings or unresolved references.
+    pub strict: bool,
 }
 
 /// What a build produced.
@@ -163,6 +169,8 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
     }
     tracing::debug!(stub = %stub_path.display(), machine = %info.machine, "stub checked");
 
+    let images = image_plan(&spec, plan.strict)?;
+
     let sources = tree::gather(&spec.files)?;
     tracing::debug!(entries = sources.len(), "tree gathered");
     let (entries, mut blobs) = hash_tree(&sources, plan.progress)?;
@@ -176,7 +184,7 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
     )?;
 
     let captured = image::capture_all(
-        &spec.images,
+        &images.image_specs(),
         &CaptureOptions {
             platform: spec.platform.clone(),
             registry: plan.registry.clone(),
@@ -247,6 +255,29 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
         output: plan.output.clone(),
         summary: summary_back,
     })
+}
+
+/// `images:` joined with what `discover:` finds; discovery's warnings and unresolved
+/// references are logged (and fail the build when `strict`).
+pub fn image_plan(spec: &Spec, strict: bool) -> Result<discover::ImagePlan> {
+    let images = discover::plan(spec)?;
+    for warning in &images.warnings {
+        tracing::warn!("{warning}");
+    }
+    for unresolved in &images.unresolved {
+        tracing::warn!("unresolved image reference, not captured: {unresolved}");
+    }
+    if strict {
+        images.check_strict()?;
+    }
+    if !spec.discover.is_empty() {
+        tracing::debug!(
+            images = images.images.len(),
+            files = images.files_scanned,
+            "images discovered"
+        );
+    }
+    Ok(images)
 }
 
 /// A file's content as the writer reads it, refusing to pack a file that changed since it

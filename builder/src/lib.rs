@@ -4,6 +4,7 @@
 //! - [`spec`]: the spec file, parsed into types that cannot hold invalid values; errors carry
 //!   `file:line:column`.
 //! - [`reference`]: image references, normalised like containerd.
+//! - [`discover`]: finds the image references of manifests, Helm charts and image lists.
 //! - [`image`]: captures images from OCI layouts, docker-archives and registries, verified
 //!   blob by blob.
 //! - [`tree`]: turns `files:` into a sorted list of entries (folders, files, symlinks, hard
@@ -17,6 +18,7 @@
 pub mod build;
 pub mod capture;
 pub mod engine;
+pub mod discover;
 pub mod image;
 pub mod progress;
 pub mod reference;

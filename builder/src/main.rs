@@ -54,6 +54,9 @@ enum Command {
         /// spec's `images` that name the same reference win.
         #[arg(long = "from-capture", value_name = "DIR")]
         from_capture: Vec<PathBuf>,
+        /// Fail when image discovery (`discover:`) warns or leaves references unresolved.
+        #[arg(long)]
+        strict: bool,
     },
     /// Run a pull-through registry that records every image pulled through it into DIR, for
     /// `airlock build --from-capture DIR` (or `images: - from: capture:DIR`).
@@ -71,6 +74,22 @@ enum Command {
         /// Seconds a connection to an upstream may take before the client gets a 502.
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
         connect_timeout: u64,
+    },
+    /// Print the images a build would capture and where each came from: `images:` joined
+    /// with the references `discover:` finds in Kubernetes YAML, Helm charts and image lists,
+    /// minus `exclude:` (exact references, or patterns such as `docker.io/library/*` where
+    /// `*` matches any characters of the normalised reference).
+    Images {
+        /// The spec; relative paths in it are relative to its folder.
+        #[arg(short = 'f', long = "file", default_value = "airlock.yaml")]
+        spec: PathBuf,
+        /// Print JSON: images with their sources, excluded, unresolved, warnings.
+        #[arg(long)]
+        json: bool,
+        /// Fail (exit 1) when discovery warns (unparsable YAML, unreadable files, missing
+        /// subcharts) or leaves references unresolved.
+        #[arg(long)]
+        strict: bool,
     },
     /// Show what an installer holds, without running it.
     Inspect {
@@ -121,6 +140,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             json,
             registry_mirror,
             from_capture,
+            strict,
         } => {
             let plan = BuildPlan {
                 from_capture: from_capture.clone(),
@@ -135,6 +155,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                     auth_file: RegistryOptions::default_auth_file(),
                     connect_timeout: None,
                 },
+                strict: *strict,
             };
             let report = build::build(&plan)?;
             if *json {
@@ -166,6 +187,25 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                     summary.blobs,
                     summary.out.display()
                 );
+            }
+        }
+        Command::Images { spec, json, strict } => {
+            let spec = airlock_builder::spec::Spec::from_path(spec)?;
+            // Unresolved references are part of the output; warnings go to stderr.
+            let plan = airlock_builder::discover::plan(&spec)?;
+            for warning in &plan.warnings {
+                eprintln!("warning: {warning}");
+            }
+            if *strict {
+                plan.check_strict()?;
+            }
+            if *json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&plan).expect("the plan serializes")
+                );
+            } else {
+                print!("{plan}");
             }
         }
         Command::Inspect { file, json } => {

@@ -14,10 +14,11 @@
 //! normalised like containerd: [`ImageRef`]) and where it comes from (`from`, an
 //! [`ImageSource`] in containers-transport syntax; without it, the image is pulled from its
 //! registry; `from: capture:DIR` without `ref` takes every image a capture recorded).
-//! `engine` ([`EngineSpec`]) names the cluster engine `install` brings up and `hooks`
-//! ([`HooksSpec`]) the scripts it runs before and after. The keys `discover` and `exclude`
-//! are recognised but not supported yet: a spec that uses them is rejected rather than half
-//! built.
+//! `discover` lists folders and files (relative to the spec's folder, existing when the spec
+//! is read) whose image references are captured too, and `exclude` drops discovered
+//! references: an image reference, or a pattern with `*`/`?` over the normalised reference
+//! ([`ImagePattern`], see [`crate::discover`]). `engine` ([`EngineSpec`]) names the cluster
+//! engine `install` brings up and `hooks` ([`HooksSpec`]) the scripts it runs before and after.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -29,6 +30,7 @@ use std::str::FromStr;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
+pub use crate::discover::ImagePattern;
 pub use crate::reference::{ImageRef, ReferenceError};
 
 /// A specialised `Result` for spec parsing.
@@ -155,6 +157,11 @@ pub struct Spec {
     pub engine: EngineSpec,
     /// Scripts `install` runs before and after.
     pub hooks: HooksSpec,
+    /// Folders and files to discover image references in (`discover:`), resolved against the
+    /// spec's folder; they existed when the spec was read.
+    pub discover: Vec<PathBuf>,
+    /// What drops discovered references (`exclude:`).
+    pub exclude: Vec<ImagePattern>,
     /// The absolute folder that relative `src` paths were resolved against.
     pub base_dir: PathBuf,
     /// The spec file, as given (used in messages).
@@ -297,6 +304,15 @@ impl<'de> Deserialize<'de> for ImageRef {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_str(FromStrVisitor::<ImageRef>(
             "an image reference such as docker.io/library/busybox:1.36",
+            PhantomData,
+        ))
+    }
+}
+
+impl<'de> Deserialize<'de> for ImagePattern {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(FromStrVisitor::<ImagePattern>(
+            "an image reference or a pattern such as docker.io/library/*",
             PhantomData,
         ))
     }
@@ -464,8 +480,6 @@ pub struct HooksSpec {
     pub post_install: Option<SourcePath>,
 }
 
-/// The keys that are recognised but not supported yet, in the order they are checked.
-const UNSUPPORTED_KEYS: [&str; 2] = ["discover", "exclude"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -479,13 +493,13 @@ struct RawSpec {
     #[serde(default)]
     images: Option<Vec<RawImageSpec>>,
     #[serde(default)]
-    discover: Option<serde_yaml_ng::Value>,
+    discover: Option<Vec<SourcePath>>,
     #[serde(default)]
     engine: Option<EngineSpec>,
     #[serde(default)]
     hooks: Option<HooksSpec>,
     #[serde(default)]
-    exclude: Option<serde_yaml_ng::Value>,
+    exclude: Option<Vec<ImagePattern>>,
 }
 
 /// An `images` entry. `ref` may only be left out by `from: capture:DIR` (every captured
@@ -579,19 +593,6 @@ impl Spec {
             serde_yaml_ng::from_str(text).map_err(|err| located(spec_path, &err))?
         };
 
-        let optional = [raw.discover.as_ref(), raw.exclude.as_ref()];
-        for (key, value) in UNSUPPORTED_KEYS.into_iter().zip(optional) {
-            if value.is_some_and(|value| !is_empty_value(key, value)) {
-                let (line, column) = key_location(text, key);
-                return Err(Error::Unsupported {
-                    file: spec_path.to_owned(),
-                    line,
-                    column,
-                    key,
-                });
-            }
-        }
-
         let platform = match raw.platform {
             Some(platform) => platform,
             None => Platform::host().ok_or_else(|| Error::Invalid {
@@ -621,6 +622,13 @@ impl Spec {
             images: expand_images(raw.images.unwrap_or_default(), spec_path)?,
             engine: raw.engine.unwrap_or_default(),
             hooks: raw.hooks.unwrap_or_default(),
+            discover: raw
+                .discover
+                .unwrap_or_default()
+                .into_iter()
+                .map(SourcePath::into_path_buf)
+                .collect(),
+            exclude: raw.exclude.unwrap_or_default(),
             base_dir,
             path: spec_path.to_owned(),
         })
@@ -649,39 +657,6 @@ fn expand_images(raw: Vec<RawImageSpec>, spec_path: &Path) -> Result<Vec<ImageSp
         crate::capture::add_missing(&mut images, all);
     }
     Ok(images)
-}
-
-/// Whether an unsupported key's value asks for nothing: null, an empty string, sequence or map.
-fn is_empty_value(_key: &str, value: &serde_yaml_ng::Value) -> bool {
-    use serde_yaml_ng::Value;
-    match value {
-        Value::Null => true,
-        Value::String(text) => text.is_empty(),
-        Value::Sequence(items) => items.is_empty(),
-        Value::Mapping(map) => map.is_empty(),
-        _ => false,
-    }
-}
-
-/// Finds where top-level `key` is written: a line that starts with the key (plain or quoted)
-/// followed by `:`; else the first occurrence of the key anywhere (flow style); else 1:1.
-fn key_location(text: &str, key: &str) -> (usize, usize) {
-    let forms = [key.to_owned(), format!("\"{key}\""), format!("'{key}'")];
-    for (index, line) in text.lines().enumerate() {
-        for form in &forms {
-            if let Some(rest) = line.strip_prefix(form.as_str()) {
-                if rest.trim_start().starts_with(':') {
-                    return (index + 1, 1);
-                }
-            }
-        }
-    }
-    for (index, line) in text.lines().enumerate() {
-        if let Some(byte) = line.find(key) {
-            return (index + 1, line[..byte].chars().count() + 1);
-        }
-    }
-    (1, 1)
 }
 
 /// Turns a serde_yaml_ng error into [`Error::Invalid`] with the spec path and the location.
@@ -1623,21 +1598,6 @@ images:
     }
 
     #[test]
-    fn other_unsupported_keys_are_reported_by_name() {
-        let dir = spec_dir();
-        for (line, key) in [
-            ("discover: [manifests/]", "discover"),
-            ("exclude: ['*.tmp']", "exclude"),
-        ] {
-            let err = parse_err(&dir, &format!("name: edge\nversion: '1'\n{line}\n"));
-            assert!(
-                err.contains(&format!("airlock.yaml:3:1: `{key}` is not supported yet")),
-                "{err}"
-            );
-        }
-    }
-
-    #[test]
     fn engines_are_a_name_or_a_map_with_kind() {
         let dir = spec_dir();
         let head = "name: edge\nversion: '1'\n";
@@ -1711,6 +1671,53 @@ images:
         let dir = spec_dir();
         let text = "name: edge\nversion: '1'\nimages: []\ndiscover:\nhooks: {}\nengine: none\n";
         assert!(parse(&dir, text).is_ok());
+    }
+
+    #[test]
+    fn discover_paths_and_exclude_patterns_parse() {
+        let dir = spec_dir();
+        let text = "name: edge\nversion: '1'\ndiscover: [rootfs/, bin/containerd]\nexclude:\n  - busybox\n  - 'docker.io/library/*'\n";
+        let spec = parse(&dir, text).unwrap();
+        assert_eq!(
+            spec.discover,
+            [
+                dir.path().join("rootfs/"),
+                dir.path().join("bin/containerd")
+            ]
+        );
+        let exclude: Vec<String> = spec.exclude.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            exclude,
+            ["docker.io/library/busybox:latest", "docker.io/library/*"]
+        );
+        let none = parse(&dir, "name: edge\nversion: '1'\ndiscover:\nexclude: []\n").unwrap();
+        assert!(none.discover.is_empty() && none.exclude.is_empty());
+    }
+
+    #[test]
+    fn bad_discover_or_exclude_entries_are_reported_with_their_location() {
+        let dir = spec_dir();
+        for (entry, at, expected) in [
+            ("discover: [rootfs, manifests/]", "3:20", "source not found"),
+            ("discover: manifests", "3:11", "invalid type"),
+            (
+                "exclude: ['Busy Box']",
+                "3:11",
+                "invalid image reference `Busy Box`",
+            ),
+            (
+                "exclude: ['a b*']",
+                "3:11",
+                "invalid exclude pattern `a b*`",
+            ),
+        ] {
+            let err = parse_err(&dir, &format!("name: edge\nversion: '1'\n{entry}\n"));
+            assert!(
+                err.contains(&format!("airlock.yaml:{at}: ")),
+                "{entry}: {err}"
+            );
+            assert!(err.contains(expected), "{entry}: {err}");
+        }
     }
 
     #[test]

@@ -561,11 +561,17 @@ impl RegistryStore<'_> {
             .map_err(io_kind(format!("write blob {digest} to the build cache")))?;
         let actual = Sha256Digest(writer.hasher.finalize().into());
         verify_hashed(actual, writer.len, digest, Some(size))?;
-        tmp.persist(&path).map_err(|e| ErrorKind::Io {
-            context: format!("move blob {digest} into the build cache"),
-            source: e.error,
-        })?;
-        Ok(path)
+        // Images pulled in parallel share layers: when another worker stored this blob
+        // first, keep its file. Replacing it would change the file under that worker's reader
+        // (which then fails with "changed while the build was reading it").
+        match tmp.persist_noclobber(&path) {
+            Ok(_) => Ok(path),
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(path),
+            Err(e) => Err(ErrorKind::Io {
+                context: format!("move blob {digest} into the build cache"),
+                source: e.error,
+            }),
+        }
     }
 }
 
