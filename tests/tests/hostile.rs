@@ -68,7 +68,10 @@ fn refused_everywhere(a: &Arena, name: &str, p: &HostilePayload, needle: &str) {
     let runs: Vec<Run> = vec![
         a.w.run_installer(&installer, &["verify"]),
         a.w.run_installer(&installer, &["list"]),
-        a.w.run_installer(&installer, &["extract", "--target", target.to_str().unwrap()]),
+        a.w.run_installer(
+            &installer,
+            &["extract", "--target", target.to_str().unwrap()],
+        ),
         a.w.run_installer(
             &installer,
             &[
@@ -82,7 +85,12 @@ fn refused_everywhere(a: &Arena, name: &str, p: &HostilePayload, needle: &str) {
         ),
     ];
     for run in &runs {
-        assert_eq!(run.code, Some(3), "{name}: not refused as corrupt:\n{}", run.describe());
+        assert_eq!(
+            run.code,
+            Some(3),
+            "{name}: not refused as corrupt:\n{}",
+            run.describe()
+        );
         for want in ["invalid index", needle] {
             assert!(
                 run.stderr.contains(want),
@@ -96,7 +104,11 @@ fn refused_everywhere(a: &Arena, name: &str, p: &HostilePayload, needle: &str) {
         "{name}: the refused extract left its target: {:?}",
         tree(&target)
     );
-    assert_eq!(a.snapshot(), before, "{name}: something changed outside the target");
+    assert_eq!(
+        a.snapshot(),
+        before,
+        "{name}: something changed outside the target"
+    );
     fs::remove_file(installer).unwrap();
 }
 
@@ -144,17 +156,24 @@ fn an_escaping_symlink_left_by_an_earlier_extract_is_never_followed() {
     a.w.run_installer(&first, &["-q", "extract", "--target", "t"])
         .success();
     let before = a.snapshot();
-    let run = a
-        .w
-        .run_installer(&second, &["extract", "--target", "t"])
-        .expect_code(1);
+    let run =
+        a.w.run_installer(&second, &["extract", "--target", "t"])
+            .expect_code(1);
     run.stderr_has("refusing to replace symlink");
-    assert_eq!(a.snapshot(), before, "the second extract wrote through the link");
+    assert_eq!(
+        a.snapshot(),
+        before,
+        "the second extract wrote through the link"
+    );
     assert_eq!(
         fs::read(a.outside().join("secret")).unwrap(),
         b"do not touch\n"
     );
-    assert_eq!(tree(&a.w.join("t")), ["esc"], "only the first installer's link");
+    assert_eq!(
+        tree(&a.w.join("t")),
+        ["esc"],
+        "only the first installer's link"
+    );
 }
 
 #[test]
@@ -166,7 +185,11 @@ fn hardlinks_out_of_the_payload_are_refused() {
         ("hardlink-absolute", outside_abs.as_str(), "absolute"),
         // A hardlink to an escaping symlink entry would link the link, not a file.
         ("hardlink-to-link", "esc", "does not name an earlier file"),
-        ("hardlink-to-missing", "nowhere", "does not name an earlier file"),
+        (
+            "hardlink-to-missing",
+            "nowhere",
+            "does not name an earlier file",
+        ),
     ] {
         let mut p = HostilePayload::new(name);
         p.symlink("esc", &outside_abs);
@@ -185,13 +208,17 @@ fn device_nodes_fifos_and_sockets_are_refused() {
     }
     // A device smuggled in as a `file` with device fields is not a file either.
     let mut p = HostilePayload::new("rdev");
-    p.raw_entry(json!({"path": "null", "type": "file", "mode": 0o666, "size": 0,
-        "digest": EMPTY_DIGEST, "rdev": 259}));
+    p.raw_entry(
+        json!({"path": "null", "type": "file", "mode": 0o666, "size": 0,
+        "digest": EMPTY_DIGEST, "rdev": 259}),
+    );
     refused_everywhere(&a, "rdev", &p, "unknown field `rdev`");
     // Mode bits beyond permissions (S_IFCHR) are refused too.
     let mut p = HostilePayload::new("ifchr");
-    p.raw_entry(json!({"path": "null", "type": "file", "mode": 0o20666, "size": 0,
-        "digest": EMPTY_DIGEST}));
+    p.raw_entry(
+        json!({"path": "null", "type": "file", "mode": 0o20666, "size": 0,
+        "digest": EMPTY_DIGEST}),
+    );
     refused_everywhere(&a, "ifchr", &p, "beyond permission bits");
 }
 
@@ -220,7 +247,12 @@ fn sizes_and_ranges_that_lie_are_refused() {
     let at = p.raw_frame(tiny);
     p.blob(&d, 4, at);
     p.file("big", 10 << 30, &d);
-    refused_everywhere(&a, "ten-gib-file", &p, "declares 10737418240 bytes but its blob has 4");
+    refused_everywhere(
+        &a,
+        "ten-gib-file",
+        &p,
+        "declares 10737418240 bytes but its blob has 4",
+    );
 
     // The blob itself declaring 10 GiB of a 4-byte raw stream.
     let mut p = HostilePayload::new("ten-gib-blob");
@@ -281,12 +313,13 @@ fn a_frame_that_decodes_to_less_than_it_declares_is_caught_before_any_final_path
     let installer = a.write("short-frame", &p);
     let before = a.snapshot();
 
-    let deep = a.w.run_installer(&installer, &["verify", "--deep"]).expect_code(3);
+    let deep =
+        a.w.run_installer(&installer, &["verify", "--deep"])
+            .expect_code(3);
     deep.stderr_has("decodes to 16 bytes, 1048576 recorded");
-    let run = a
-        .w
-        .run_installer(&installer, &["extract", "--target", "t"])
-        .expect_code(3);
+    let run =
+        a.w.run_installer(&installer, &["extract", "--target", "t"])
+            .expect_code(3);
     run.stderr_has("decodes to 16 bytes");
     assert!(!a.w.join("t").exists(), "{:?}", tree(&a.w.join("t")));
     let run = a.w.run_installer(

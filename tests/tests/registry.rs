@@ -4,7 +4,6 @@
 
 mod util;
 
-
 use sha2::Digest as _;
 
 use airlock_fixtures::images::{
