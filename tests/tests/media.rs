@@ -324,3 +324,148 @@ fn an_install_root_on_a_noexec_mount_is_refused_in_preflight_naming_noexec() {
     // Extracting files (nothing runs from them) onto the same mount is fine.
     assert_eq!(section(&run, "extract"), "ok", "{}", run.describe());
 }
+
+#[test]
+fn an_install_root_that_fills_up_during_install_fails_clearly_and_a_rerun_converges() {
+    if !can_mount(
+        "an_install_root_that_fills_up_during_install_fails_clearly_and_a_rerun_converges",
+    ) {
+        return;
+    }
+    let w = Workdir::new();
+    let installer = build(&w, TreeSpec::full(9));
+    let installer_len = fs::metadata(&installer).unwrap().len();
+    // Room for the files, the installer copy and 8 MiB: preflight passes. A filler takes
+    // space as soon as the extract's staging folder appears in the root: enough to stop the
+    // files step, or only enough to stop the installer copy that follows it.
+    let inspect = w.inspect_json(&installer);
+    let need = util::u64_of(&inspect, "total_size")
+        + 4096 * util::u64_of(&inspect, "entry_count")
+        + installer_len;
+    let size_kib = (need >> 10) + 8192;
+    let cases = [
+        (
+            (installer_len >> 20) + 24,
+            "the filesystem ran out of space (write file",
+        ),
+        (20, "failed to copy the installer to"),
+    ];
+    for (n, (filler_mib, message)) in cases.into_iter().enumerate() {
+        let root = w.join(format!("root-{n}"));
+        fs::create_dir(&root).unwrap();
+        let _reaper = Reaper(root.clone());
+        let addr = free_addr();
+        let run = install_while_filling(&w, &installer, &root, &addr, size_kib, filler_mib);
+        let run = run.expect_code(1);
+        run.stderr_has(message);
+        // What the failed install left: its own state (lock, record), and payload files
+        // only if complete; no staging, no temp file, no installer copy.
+        let failed = w.join(format!("failed-{n}"));
+        for rel in util::tree(&failed) {
+            let p = failed.join(&rel);
+            if rel.starts_with("var") {
+                assert!(
+                    [
+                        "var",
+                        "var/lib",
+                        "var/lib/airlock",
+                        "var/lib/airlock/demo.json",
+                        "var/lib/airlock/install.lock"
+                    ]
+                    .contains(&rel.as_str()),
+                    "case {n}: the failed install left {rel}:\n{}",
+                    run.describe()
+                );
+            } else if p.is_file() && !p.is_symlink() {
+                assert_eq!(
+                    fs::read(&p).unwrap(),
+                    fs::read(w.join("src").join(&rel)).unwrap(),
+                    "case {n}: {rel} is half-written"
+                );
+            }
+            assert!(!rel.contains(".airlock-"), "case {n}: left {rel}");
+        }
+        assert_eq!(
+            section(&run, "rerun"),
+            "rc=0",
+            "case {n}:\n{}",
+            run.describe()
+        );
+        assert_eq!(
+            section(&run, "uninstall"),
+            "rc=0",
+            "case {n}:\n{}",
+            run.describe()
+        );
+        assert_eq!(
+            section(&run, "after uninstall"),
+            "",
+            "case {n}: uninstall after the converged re-run left paths:\n{}",
+            run.describe()
+        );
+        compare_trees(&w.join("src"), &w.join(format!("installed-{n}")))
+            .unwrap_or_else(|e| panic!("case {n}: the re-run's files differ: {e:#}"));
+    }
+}
+
+/// Mounts a `size_kib` tmpfs at `root`, installs while a filler takes `filler_mib` MiB as
+/// soon as the staging folder appears, copies what is left to `failed-N`; then removes the
+/// filler, grows the tmpfs to twice its size (a re-run stages every file again, so it needs
+/// the space of a fresh install on top of the files already there), re-runs the install,
+/// copies the result to `installed-N` and uninstalls. Retries while the filler came too late.
+fn install_while_filling(
+    w: &Workdir,
+    installer: &Path,
+    root: &Path,
+    addr: &str,
+    size_kib: u64,
+    filler_mib: u64,
+) -> Run {
+    let n = root
+        .to_str()
+        .unwrap()
+        .rsplit('-')
+        .next()
+        .unwrap()
+        .to_owned();
+    let script = r#"
+        mount -t tmpfs -o "size=$4k" tmpfs "$1" || exit 99
+        ( while ! ls -d "$1"/.airlock-extract-* >/dev/null 2>&1; do :; done
+          fallocate -l "$5m" "$1/filler" && echo "filled: $5 MiB taken" >&2 ) &
+        "$2" install --root "$1" --listen "$3" --yes >&2; rc=$?
+        wait
+        rm -f "$1/filler"
+        rm -rf "$6/failed-$7"; cp -a "$1" "$6/failed-$7"
+        mount -o remount,size=$(( $4 * 2 ))k "$1"
+        echo "--- rerun:"; "$2" -q install --root "$1" --listen "$3" --yes >&2; echo "rc=$?"
+        mkdir "$6/installed-$7"
+        for e in "$1"/*; do [ "$e" = "$1/var" ] || [ "$e" = "$1/etc" ] || cp -a "$e" "$6/installed-$7/"; done
+        echo "--- uninstall:"; "$2" -q uninstall --root "$1" >&2; echo "rc=$?"
+        echo "--- after uninstall:"; find "$1" -mindepth 1 | sort
+        exit $rc"#;
+    for attempt in 1..=3 {
+        let _ = fs::remove_dir_all(w.join(format!("installed-{n}")));
+        let run = in_namespace(
+            w,
+            script,
+            &[
+                root.as_os_str(),
+                installer.as_os_str(),
+                OsStr::new(addr),
+                OsStr::new(&size_kib.to_string()),
+                OsStr::new(&filler_mib.to_string()),
+                w.path().as_os_str(),
+                OsStr::new(&n),
+            ],
+        );
+        assert_ne!(run.code, Some(99), "mounting failed:\n{}", run.describe());
+        if run.stderr.contains("filled:") {
+            return run;
+        }
+        eprintln!(
+            "attempt {attempt}: the filler came too late:\n{}",
+            run.describe()
+        );
+    }
+    panic!("the filler never ran before the install finished");
+}
