@@ -4,6 +4,7 @@
 
 mod util;
 
+
 use sha2::Digest as _;
 
 use airlock_fixtures::images::{
