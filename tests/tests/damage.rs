@@ -345,6 +345,28 @@ fn wrong_final_paths(reference: &Path, target: &Path) -> (Vec<String>, u64) {
     (wrong, bytes)
 }
 
+/// How long a run of a damaged file may take before it counts as hung and is killed.
+const HANG_SECS: &str = "60";
+
+/// Runs the damaged installer with `args` under `timeout -s KILL`: a flipped byte in the
+/// program's code can make it loop forever (seen: an endless loop in extract's entry
+/// selection). A hang ends with exit code 137 and counts in `hangs`.
+fn run_damaged(w: &Workdir, file: &Path, args: &[&str]) -> util::Run {
+    let mut cmd = std::process::Command::new("timeout");
+    cmd.args(["-s", "KILL", HANG_SECS])
+        .arg(file)
+        .args(args)
+        .current_dir(w.path())
+        .env_remove("AIRLOCK_INSTALLER")
+        .env_remove("AIRLOCK_STUB");
+    util::run(cmd)
+}
+
+/// True when `run` was ended by [`run_damaged`]'s timeout.
+fn hung(run: &util::Run) -> bool {
+    run.code == Some(137)
+}
+
 /// Counts of one region of the sweep.
 #[derive(Debug, Default, Clone, Copy)]
 struct Tally {
@@ -355,6 +377,8 @@ struct Tally {
     detected_by_pristine_stub: u64,
     /// Runs of the damaged file killed by a signal.
     crashes: u64,
+    /// Runs of the damaged file that did not end within [`HANG_SECS`].
+    hangs: u64,
     extracts: u64,
     extracts_refused: u64,
     installs: u64,
@@ -397,8 +421,9 @@ fn a_thousand_random_byte_flips_are_all_caught_and_never_reach_a_final_path() {
         flip_byte(&damaged, offset);
         let what = format!("flip #{n} at offset {offset} ({region}, seed {seed})");
 
-        let run = w.run_installer(&damaged, &["-q", "verify"]);
+        let run = run_damaged(&w, &damaged, &["-q", "verify"]);
         t.crashes += u64::from(run.code.is_none());
+        t.hangs += u64::from(hung(&run));
         if in_stub && run.code != Some(3) {
             eprintln!(
                 "{what}: the damaged program's own verify gave {:?}: {}",
@@ -428,12 +453,14 @@ fn a_thousand_random_byte_flips_are_all_caught_and_never_reach_a_final_path() {
 
         if n % extract_every == 0 {
             let target = w.join("extract-target");
-            let run = w.run_installer(
+            let run = run_damaged(
+                &w,
                 &damaged,
                 &["-q", "extract", "--target", target.to_str().unwrap()],
             );
             t.extracts += 1;
             t.crashes += u64::from(run.code.is_none());
+            t.hangs += u64::from(hung(&run));
             t.extracts_refused += u64::from(run.code == Some(3));
             // A flipped frame that holds no file content (an image layer) is not read by
             // extract, which then succeeds; anything else it reads is checked first.
@@ -487,12 +514,13 @@ fn a_thousand_random_byte_flips_are_all_caught_and_never_reach_a_final_path() {
 
     let mut total = Tally::default();
     eprintln!(
-        "\n{:<8} {:>6} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}",
+        "\n{:<8} {:>6} {:>9} {:>9} {:>8} {:>6} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}",
         "region",
         "flips",
         "detected",
         "by-stub",
         "crashes",
+        "hangs",
         "extracts",
         "refused",
         "installs",
@@ -502,11 +530,12 @@ fn a_thousand_random_byte_flips_are_all_caught_and_never_reach_a_final_path() {
     );
     for (region, t) in &tallies {
         eprintln!(
-            "{region:<8} {:>6} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}",
+            "{region:<8} {:>6} {:>9} {:>9} {:>8} {:>6} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}",
             t.flips,
             t.detected,
             t.detected_by_pristine_stub,
             t.crashes,
+            t.hangs,
             t.extracts,
             t.extracts_refused,
             t.installs,
@@ -518,6 +547,7 @@ fn a_thousand_random_byte_flips_are_all_caught_and_never_reach_a_final_path() {
         total.detected += t.detected;
         total.detected_by_pristine_stub += t.detected_by_pristine_stub;
         total.crashes += t.crashes;
+        total.hangs += t.hangs;
         total.extracts += t.extracts;
         total.extracts_refused += t.extracts_refused;
         total.installs += t.installs;
@@ -526,12 +556,13 @@ fn a_thousand_random_byte_flips_are_all_caught_and_never_reach_a_final_path() {
         total.copies_damaged += t.copies_damaged;
     }
     eprintln!(
-        "{:<8} {:>6} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}\n({flips} flips in {elapsed:?})",
+        "{:<8} {:>6} {:>9} {:>9} {:>8} {:>6} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}\n({flips} flips in {elapsed:?})",
         "total",
         total.flips,
         total.detected,
         total.detected_by_pristine_stub,
         total.crashes,
+        total.hangs,
         total.extracts,
         total.extracts_refused,
         total.installs,
@@ -587,7 +618,8 @@ fn install_flipped(
     fs::create_dir_all(&root).unwrap();
     let addr = util::free_addr();
     let root_s = root.to_str().unwrap();
-    let run = w.run_installer(
+    let run = run_damaged(
+        w,
         damaged,
         &[
             "-q", "install", "--root", root_s, "--listen", &addr, "--yes",
@@ -595,6 +627,7 @@ fn install_flipped(
     );
     t.installs += 1;
     t.crashes += u64::from(run.code.is_none());
+    t.hangs += u64::from(hung(&run));
     t.installs_refused += u64::from(run.code == Some(3));
     let must_refuse = !matches!(region, "stub" | "frames");
     if (must_refuse && run.code != Some(3))
