@@ -61,6 +61,20 @@ pub enum Error {
         /// What is available, in the same units.
         available: String,
     },
+    /// The target filesystem filled up during `extract`, after the space check passed
+    /// (another writer took the space, or the filesystem used more than estimated).
+    #[error("failed to extract into {}: the filesystem ran out of space ({step} {entry}); the staging folder was removed, free some space and run again", .dir.display())]
+    SpaceRanOut {
+        /// The target folder.
+        dir: PathBuf,
+        /// The step that hit the full disk, e.g. "write file".
+        step: &'static str,
+        /// The entry it was working on, relative to the target.
+        entry: String,
+        /// The cause (`ENOSPC` or `EDQUOT`).
+        #[source]
+        source: io::Error,
+    },
     /// A folder would replace a symbolic link: never followed, never replaced.
     #[error("refusing to replace symlink {} with a folder", .0.display())]
     SymlinkInTheWay(PathBuf),

@@ -108,13 +108,26 @@ fn extract_items(
     preflight(items, target, opts.space)?;
 
     let staging = Staging::new(target)?;
-    let root = staging.path.as_path();
+    let root_buf = staging.path.clone();
+    let root = root_buf.as_path();
     tracing::debug!(staging = %root.display(), entries = items.len(), "staging");
-    create_entries(items, root)?;
-    let (frames_decoded, bytes) = write_content(payload, items, root, opts)?;
     let mtime = UNIX_EPOCH + Duration::from_secs(installer.meta().mtime);
-    finish_entries(items, root, mtime)?;
-    place::move_into_place(root, target, mtime)?;
+    let work = || -> Result<(usize, u64)> {
+        create_entries(items, root)?;
+        let written = write_content(payload, items, root, opts)?;
+        finish_entries(items, root, mtime)?;
+        place::move_into_place(root, target, mtime)?;
+        Ok(written)
+    };
+    let (frames_decoded, bytes) = match work() {
+        Ok(w) => w,
+        Err(e) => {
+            // Remove the staging folder before the error is reported, so the message may
+            // say it is gone.
+            drop(staging);
+            return Err(space_ran_out(e, target, root));
+        }
+    };
     staging.remove()?;
 
     let files = items
@@ -208,6 +221,35 @@ fn preflight(items: &[Item<'_>], target: &Path, space: &dyn SpaceProbe) -> Resul
         need,
         available,
     })
+}
+
+/// Turns a filesystem error caused by a full disk (`ENOSPC`, `EDQUOT`) into
+/// [`Error::SpaceRanOut`] naming the target and the entry (relative to the staging folder
+/// `staging` or to `target`); any other error is returned unchanged. Preflight makes this
+/// rare, but another writer can take the space while we work.
+fn space_ran_out(e: Error, target: &Path, staging: &Path) -> Error {
+    match e {
+        Error::Fs { step, path, source }
+            if matches!(
+                source.kind(),
+                io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+            ) =>
+        {
+            let entry = path
+                .strip_prefix(staging)
+                .or_else(|_| path.strip_prefix(target))
+                .unwrap_or(&path)
+                .display()
+                .to_string();
+            Error::SpaceRanOut {
+                dir: target.to_owned(),
+                step,
+                entry,
+                source,
+            }
+        }
+        other => other,
+    }
 }
 
 /// The staging folder; removed when dropped unless [`Staging::remove`] already did.

@@ -356,3 +356,31 @@ fn a_staging_folder_locked_by_a_running_extract_is_left_alone() {
     run(&bytes, target.path(), &[]).unwrap();
     assert!(busy.exists(), "the busy staging folder was removed");
 }
+
+#[test]
+fn a_full_disk_while_writing_names_the_target_and_the_entry() {
+    let target = Path::new("/mnt/target");
+    let staging = target.join(".airlock-extract-abc");
+    let full = Error::Fs {
+        step: "write file",
+        path: staging.join("usr/bin/tool"),
+        source: io::Error::from_raw_os_error(28),
+    };
+    let err = space_ran_out(full, target, &staging);
+    assert_eq!(
+        err.to_string(),
+        "failed to extract into /mnt/target: the filesystem ran out of space (write file \
+         usr/bin/tool); the staging folder was removed, free some space and run again"
+    );
+    assert!(!err.is_corrupt());
+    // Other errors pass through unchanged.
+    let denied = Error::Fs {
+        step: "write file",
+        path: staging.join("x"),
+        source: io::Error::from_raw_os_error(13),
+    };
+    assert!(matches!(
+        space_ran_out(denied, target, &staging),
+        Error::Fs { .. }
+    ));
+}
