@@ -15,7 +15,9 @@ fuzz_target!(|data: &[u8]| {
     let elf_end = match mode % 3 {
         0 => None,
         1 => declared_elf_end(bytes),
-        _ => bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap()) % (1 << 20)),
+        _ => bytes
+            .get(..8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()) % (1 << 20)),
     };
     let Ok(installer) = Installer::open(bytes, elf_end) else {
         return;

@@ -30,9 +30,33 @@ fn words() -> &'static Vec<String> {
     static W: OnceLock<Vec<String>> = OnceLock::new();
     W.get_or_init(|| {
         let mut w: Vec<String> = [
-            "v2", "", "manifests", "blobs", "tags", "list", "_catalog", "library", "app", "a",
-            "b", "docker.io", "example.hub", "registry.local:5000", "localhost", "1", "v2",
-            "latest", "..", ".", "%2e%2e", "%2F", "%", "%zz", "%c3%28", "sha256:", "SHA256:abc",
+            "v2",
+            "",
+            "manifests",
+            "blobs",
+            "tags",
+            "list",
+            "_catalog",
+            "library",
+            "app",
+            "a",
+            "b",
+            "docker.io",
+            "example.hub",
+            "registry.local:5000",
+            "localhost",
+            "1",
+            "v2",
+            "latest",
+            "..",
+            ".",
+            "%2e%2e",
+            "%2F",
+            "%",
+            "%zz",
+            "%c3%28",
+            "sha256:",
+            "SHA256:abc",
             "uploads",
         ]
         .iter()
@@ -134,16 +158,29 @@ fuzz_target!(|input: Input| {
     if head {
         assert_eq!(hint, Some(0), "HEAD with a body");
     } else {
-        assert_eq!(hint, Some(len), "Content-Length differs from the body for {req:?}");
+        assert_eq!(
+            hint,
+            Some(len),
+            "Content-Length differs from the body for {req:?}"
+        );
     }
     if status == StatusCode::PARTIAL_CONTENT {
         let cr = h["content-range"].to_str().unwrap();
         let (range, total) = cr.strip_prefix("bytes ").unwrap().split_once('/').unwrap();
         let (a, b) = range.split_once('-').unwrap();
-        let (a, b, total): (u64, u64, u64) = (a.parse().unwrap(), b.parse().unwrap(), total.parse().unwrap());
-        assert!(a <= b && b < total && b - a + 1 == len, "{cr} with length {len}");
+        let (a, b, total): (u64, u64, u64) = (
+            a.parse().unwrap(),
+            b.parse().unwrap(),
+            total.parse().unwrap(),
+        );
+        assert!(
+            a <= b && b < total && b - a + 1 == len,
+            "{cr} with length {len}"
+        );
     }
-    let is_json = h.get("content-type").is_some_and(|v| v == "application/json");
+    let is_json = h
+        .get("content-type")
+        .is_some_and(|v| v == "application/json");
     if status.is_client_error() {
         assert!(is_json, "an error without a JSON body: {req:?}");
     }

@@ -9,8 +9,8 @@
 use std::sync::OnceLock;
 
 use airlock_payload::{
-    write_installer, BlobInput, BuildInfo, Entry, EntryKind, Header, Image, Installer,
-    ManifestRef, PayloadContents, Sha256Digest, Trailer, WriteOptions, TRAILER_LEN,
+    write_installer, BlobInput, BuildInfo, Entry, EntryKind, Header, Image, Installer, ManifestRef,
+    PayloadContents, Sha256Digest, Trailer, WriteOptions, TRAILER_LEN,
 };
 use serde_json::Value;
 
@@ -58,9 +58,16 @@ pub struct FixtureImage {
 
 impl FixtureImage {
     fn new(registry: &'static str, repository: &'static str, tag: &'static str, seed: u64) -> Self {
-        let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#).into_bytes();
+        let config =
+            format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#).into_bytes();
         let blobs = [config, noise(seed, 300 + seed as usize), text(seed, 2000)];
-        let desc = |b: &[u8]| format!(r#"{{"digest":"{}","size":{}}}"#, Sha256Digest::of(b), b.len());
+        let desc = |b: &[u8]| {
+            format!(
+                r#"{{"digest":"{}","size":{}}}"#,
+                Sha256Digest::of(b),
+                b.len()
+            )
+        };
         let manifest = format!(
             r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{},"layers":[{},{}]}}"#,
             desc(&blobs[0]),
@@ -68,7 +75,13 @@ impl FixtureImage {
             desc(&blobs[2])
         )
         .into_bytes();
-        FixtureImage { registry, repository, tag, manifest, blobs }
+        FixtureImage {
+            registry,
+            repository,
+            tag,
+            manifest,
+            blobs,
+        }
     }
 
     /// Digest of the manifest.
@@ -137,16 +150,58 @@ pub fn fixture() -> &'static Fixture {
             );
         }
         records.sort_by(|a, b| {
-            (&a.registry, &a.repository, &a.tag, a.digest).cmp(&(&b.registry, &b.repository, &b.tag, b.digest))
+            (&a.registry, &a.repository, &a.tag, a.digest).cmp(&(
+                &b.registry,
+                &b.repository,
+                &b.tag,
+                b.digest,
+            ))
         });
-        let entry = |path: &str, mode, kind| Entry { path: path.to_owned().try_into().expect("valid path"), mode, kind };
+        let entry = |path: &str, mode, kind| Entry {
+            path: path.to_owned().try_into().expect("valid path"),
+            mode,
+            kind,
+        };
         let entries = vec![
             entry("etc", 0o755, EntryKind::Dir),
-            entry("etc/a.txt", 0o644, EntryKind::File { size: file_a.len() as u64, digest: da }),
-            entry("etc/b.bin", 0o600, EntryKind::File { size: file_b.len() as u64, digest: db }),
-            entry("etc/empty", 0o644, EntryKind::File { size: 0, digest: Sha256Digest::empty() }),
-            entry("etc/link", 0o777, EntryKind::Symlink { target: "a.txt".into() }),
-            entry("etc/twin", 0o644, EntryKind::Hardlink { target: "etc/a.txt".to_owned().try_into().expect("valid path") }),
+            entry(
+                "etc/a.txt",
+                0o644,
+                EntryKind::File {
+                    size: file_a.len() as u64,
+                    digest: da,
+                },
+            ),
+            entry(
+                "etc/b.bin",
+                0o600,
+                EntryKind::File {
+                    size: file_b.len() as u64,
+                    digest: db,
+                },
+            ),
+            entry(
+                "etc/empty",
+                0o644,
+                EntryKind::File {
+                    size: 0,
+                    digest: Sha256Digest::empty(),
+                },
+            ),
+            entry(
+                "etc/link",
+                0o777,
+                EntryKind::Symlink {
+                    target: "a.txt".into(),
+                },
+            ),
+            entry(
+                "etc/twin",
+                0o644,
+                EntryKind::Hardlink {
+                    target: "etc/a.txt".to_owned().try_into().expect("valid path"),
+                },
+            ),
         ];
         let info = BuildInfo {
             name: "fuzz".into(),
@@ -161,12 +216,19 @@ pub fn fixture() -> &'static Fixture {
             &mut out,
             &[0x55; 100],
             &info,
-            PayloadContents { blobs, entries, images: records },
+            PayloadContents {
+                blobs,
+                entries,
+                images: records,
+            },
             WriteOptions::default(),
             &|_| {},
         )
         .expect("write the base installer");
-        Fixture { bytes: out.into_inner(), images }
+        Fixture {
+            bytes: out.into_inner(),
+            images,
+        }
     })
 }
 
@@ -183,7 +245,10 @@ pub fn index_json(installer: &[u8]) -> Vec<u8> {
 /// frames' total stored length, and the trailer's counts follow the JSON, so that only the
 /// index validator and the readers decide.
 pub fn reframe(base: &[u8], json: &[u8], fix: bool) -> Vec<u8> {
-    let t = Installer::open(base, None).expect("a valid base installer").trailer().to_owned();
+    let t = Installer::open(base, None)
+        .expect("a valid base installer")
+        .trailer()
+        .to_owned();
     let stub = &base[..t.payload_offset as usize];
     let mut frames = base[t.frames_range()].to_vec();
     let meta = &base[t.meta_range()];
@@ -204,7 +269,10 @@ pub fn reframe(base: &[u8], json: &[u8], fix: bool) -> Vec<u8> {
     trailer.index_sha256 = Sha256Digest::of(&index);
     let file_len = trailer.payload_offset + trailer.index_offset + trailer.index_len + TRAILER_LEN;
     trailer.file_len = file_len;
-    let header = Header { file_len, trailer_offset: file_len - TRAILER_LEN };
+    let header = Header {
+        file_len,
+        trailer_offset: file_len - TRAILER_LEN,
+    };
     let mut out = Vec::with_capacity(file_len as usize);
     out.extend_from_slice(stub);
     out.extend_from_slice(&header.to_bytes());
@@ -216,19 +284,20 @@ pub fn reframe(base: &[u8], json: &[u8], fix: bool) -> Vec<u8> {
 }
 
 fn fix_up(v: &mut Value, frames: &mut Vec<u8>, trailer: &mut Trailer) {
-    let count = |v: &Value, key: &str| v.get(key).and_then(Value::as_array).map_or(0, |a| a.len() as u64);
+    let count = |v: &Value, key: &str| {
+        v.get(key)
+            .and_then(Value::as_array)
+            .map_or(0, |a| a.len() as u64)
+    };
     trailer.frame_count = count(v, "frames");
     trailer.blob_count = count(v, "blobs");
     trailer.entry_count = count(v, "entries");
-    trailer.total_size = v
-        .get("entries")
-        .and_then(Value::as_array)
-        .map_or(0, |a| {
-            a.iter()
-                .filter(|e| e.get("type").and_then(Value::as_str) == Some("file"))
-                .filter_map(|e| e.get("size").and_then(Value::as_u64))
-                .fold(0u64, u64::wrapping_add)
-        });
+    trailer.total_size = v.get("entries").and_then(Value::as_array).map_or(0, |a| {
+        a.iter()
+            .filter(|e| e.get("type").and_then(Value::as_str) == Some("file"))
+            .filter_map(|e| e.get("size").and_then(Value::as_u64))
+            .fold(0u64, u64::wrapping_add)
+    });
     let Some(list) = v.get_mut("frames").and_then(Value::as_array_mut) else {
         return;
     };
@@ -244,7 +313,10 @@ fn fix_up(v: &mut Value, frames: &mut Vec<u8>, trailer: &mut Trailer) {
             }
             let digest = Sha256Digest::of(&frames[at as usize..end as usize]);
             if let Some(obj) = f.as_object_mut() {
-                obj.insert("sha256".into(), Value::String(digest.to_string().trim_start_matches("sha256:").to_owned()));
+                obj.insert(
+                    "sha256".into(),
+                    Value::String(digest.to_string().trim_start_matches("sha256:").to_owned()),
+                );
             }
         }
         at = end;
@@ -278,7 +350,11 @@ pub fn exercise(payload: &airlock_payload::Payload<'_>) {
         }
         let mut part = Vec::new();
         let (off, len) = (blob.size / 3, blob.size / 2 + 1);
-        if payload.blob_reader_range(blob, off, len).read_to_end(&mut part).is_ok() {
+        if payload
+            .blob_reader_range(blob, off, len)
+            .read_to_end(&mut part)
+            .is_ok()
+        {
             assert_eq!(part.len() as u64, len.min(blob.size - off), "range length");
         }
     }

@@ -20,7 +20,11 @@ fn registry_answers_every_valid_request_under_load_next_to_malformed_ones() {
     write_oci_layout(
         &work.join("images/layout"),
         &[
-            ("1.0", ImageContent::new("load app").with_extra_layer(11), true),
+            (
+                "1.0",
+                ImageContent::new("load app").with_extra_layer(11),
+                true,
+            ),
             ("small", ImageContent::new("load small"), false),
         ],
     )
@@ -54,7 +58,10 @@ images:
     ];
     let mut cfg = Config::new(
         reg.addr.parse().expect("a socket address"),
-        images.iter().map(|i| i.parse().expect("an image")).collect(),
+        images
+            .iter()
+            .map(|i| i.parse().expect("an image"))
+            .collect(),
     );
     cfg.clients = 16;
     cfg.duration = Duration::from_secs(5);
@@ -64,7 +71,11 @@ images:
     let r = run(&cfg).expect("the load generator sets up");
     eprintln!("{r:#?}");
 
-    assert_eq!(r.valid_errors, 0, "errors on valid requests: {:?}", r.error_samples);
+    assert_eq!(
+        r.valid_errors, 0,
+        "errors on valid requests: {:?}",
+        r.error_samples
+    );
     assert!(r.pulls >= 16, "only {} complete pulls in 5 s", r.pulls);
     for kind in ["manifest", "blob", "head", "range"] {
         assert!(
@@ -78,7 +89,10 @@ images:
         r.unexpected_samples
     );
     for kind in MALFORMED_KINDS {
-        assert!(r.malformed_outcomes.contains_key(kind), "no {kind} request was sent");
+        assert!(
+            r.malformed_outcomes.contains_key(kind),
+            "no {kind} request was sent"
+        );
     }
     assert!(r.alive, "the registry died or stopped answering");
     let peak = r.peak_rss_kib.expect("VmHWM of the registry");

@@ -334,7 +334,10 @@ pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
 pub fn process_alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().to_owned()))
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().to_owned())
+        })
         .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
 }
 
@@ -345,9 +348,15 @@ mod tests {
     #[test]
     fn image_refs_parse_names_with_ports_digests_and_queries() {
         let r: ImageRef = "library/app:1?ns=docker.io".parse().unwrap();
-        assert_eq!((r.name.as_str(), r.reference.as_str(), r.query.as_str()), ("library/app", "1", "ns=docker.io"));
+        assert_eq!(
+            (r.name.as_str(), r.reference.as_str(), r.query.as_str()),
+            ("library/app", "1", "ns=docker.io")
+        );
         let r: ImageRef = "registry.local:5000/a/b:v2".parse().unwrap();
-        assert_eq!((r.name.as_str(), r.reference.as_str(), r.query.as_str()), ("registry.local:5000/a/b", "v2", ""));
+        assert_eq!(
+            (r.name.as_str(), r.reference.as_str(), r.query.as_str()),
+            ("registry.local:5000/a/b", "v2", "")
+        );
         let d = format!("sha256:{}", "a".repeat(64));
         let r: ImageRef = format!("a/b@{d}").parse().unwrap();
         assert_eq!((r.name.as_str(), r.reference.as_str()), ("a/b", d.as_str()));
@@ -358,7 +367,10 @@ mod tests {
     #[test]
     fn percentiles_pick_ranked_samples() {
         let l = Latency::of((1..=100).map(|ms| ms * 1000).collect());
-        assert_eq!((l.count, l.p50_ms, l.p99_ms, l.max_ms), (100, 50.0, 99.0, 100.0));
+        assert_eq!(
+            (l.count, l.p50_ms, l.p99_ms, l.max_ms),
+            (100, 50.0, 99.0, 100.0)
+        );
         assert_eq!(Latency::of(vec![]).count, 0);
     }
 

@@ -58,7 +58,10 @@ fn main() -> ExitCode {
         }
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("a report serializes"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("a report serializes")
+        );
     } else {
         let mib = |k: Option<u64>| k.map_or("-".into(), |k| format!("{:.1}", k as f64 / 1024.0));
         println!(
@@ -70,11 +73,20 @@ fn main() -> ExitCode {
             report.bytes as f64 / report.seconds / 1e6,
             report.valid_errors
         );
-        println!("latency p50 {:.2} ms, p99 {:.2} ms", report.latency.p50_ms, report.latency.p99_ms);
+        println!(
+            "latency p50 {:.2} ms, p99 {:.2} ms",
+            report.latency.p50_ms, report.latency.p99_ms
+        );
         for (k, l) in &report.latency_by_kind {
-            println!("  {k:<9} {:>8} p50 {:>8.2} ms  p99 {:>8.2} ms", l.count, l.p50_ms, l.p99_ms);
+            println!(
+                "  {k:<9} {:>8} p50 {:>8.2} ms  p99 {:>8.2} ms",
+                l.count, l.p50_ms, l.p99_ms
+            );
         }
-        println!("{} malformed requests, {} answered unexpectedly", report.malformed, report.malformed_unexpected);
+        println!(
+            "{} malformed requests, {} answered unexpectedly",
+            report.malformed, report.malformed_unexpected
+        );
         for (k, m) in &report.malformed_outcomes {
             let m: Vec<String> = m.iter().map(|(o, n)| format!("{o}×{n}")).collect();
             println!("  {k:<17} {}", m.join(" "));
@@ -85,7 +97,11 @@ fn main() -> ExitCode {
             mib(report.start_rss_kib),
             report.alive
         );
-        for s in report.error_samples.iter().chain(&report.unexpected_samples) {
+        for s in report
+            .error_samples
+            .iter()
+            .chain(&report.unexpected_samples)
+        {
             println!("  ! {s}");
         }
     }

@@ -48,20 +48,20 @@ impl Outcome {
 #[derive(Debug, Clone, Copy)]
 enum Allowed {
     /// A 4xx.
-    ClientError,
+    Refuse,
     /// A 4xx, or a closed connection (the request is not HTTP enough to answer).
-    ClientErrorOrClose,
+    RefuseOrDrop,
     /// A 4xx or 200: syntax a server may ignore (RFC 9110 lets a server ignore `Range`;
     /// distribution ignores `ns`).
-    ClientErrorOrOk,
+    IgnoreOrRefuse,
 }
 
 impl Allowed {
     fn admits(self, o: Outcome) -> bool {
         match self {
-            Allowed::ClientError => o.is_4xx(),
-            Allowed::ClientErrorOrClose => o.is_4xx() || o == Outcome::Closed,
-            Allowed::ClientErrorOrOk => o.is_4xx() || o == Outcome::Status(200),
+            Allowed::Refuse => o.is_4xx(),
+            Allowed::RefuseOrDrop => o.is_4xx() || o == Outcome::Closed,
+            Allowed::IgnoreOrRefuse => o.is_4xx() || o == Outcome::Status(200),
         }
     }
 }
@@ -97,75 +97,84 @@ fn build(kind: &str, plan: &Plan, rng: &mut SmallRng) -> (Vec<u8>, Allowed) {
     let top = &plan.images[rng.random_range(0..plan.images.len())].top;
     // The repository part of a real blob URI, and its query (`?ns=...` or empty).
     let (path, query) = blob.uri.split_once('?').unwrap_or((&blob.uri, ""));
-    let repo_base = path.rsplit_once("/blobs/").map_or("/v2/library/x", |(r, _)| r);
-    let q = if query.is_empty() { String::new() } else { format!("?{query}") };
+    let repo_base = path
+        .rsplit_once("/blobs/")
+        .map_or("/v2/library/x", |(r, _)| r);
+    let q = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
     let get = |target: &str, extra: &str| {
-        format!("GET {target} HTTP/1.1\r\nHost: registry\r\n{extra}Connection: close\r\n\r\n").into_bytes()
+        format!("GET {target} HTTP/1.1\r\nHost: registry\r\n{extra}Connection: close\r\n\r\n")
+            .into_bytes()
     };
     use Allowed::*;
     match kind {
-        "bad-digest" => (get(&format!("{repo_base}/blobs/sha256:{}{q}", "z".repeat(64)), ""), ClientError),
-        "short-digest" => (get(&format!("{repo_base}/blobs/sha256:abc{q}"), ""), ClientError),
-        "unknown-digest" => (get(&format!("{repo_base}/blobs/sha256:{}{q}", "0".repeat(64)), ""), ClientError),
-        "dotdot-path" => (get("/v2/../../../../etc/passwd", ""), ClientErrorOrClose),
-        "dotdot-name" => (get(&format!("/v2/library/../../../etc/manifests/1{q}"), ""), ClientError),
+        "bad-digest" => (get(&format!("{repo_base}/blobs/sha256:{}{q}", "z".repeat(64)), ""), Refuse),
+        "short-digest" => (get(&format!("{repo_base}/blobs/sha256:abc{q}"), ""), Refuse),
+        "unknown-digest" => (get(&format!("{repo_base}/blobs/sha256:{}{q}", "0".repeat(64)), ""), Refuse),
+        "dotdot-path" => (get("/v2/../../../../etc/passwd", ""), RefuseOrDrop),
+        "dotdot-name" => (get(&format!("/v2/library/../../../etc/manifests/1{q}"), ""), Refuse),
         "dotdot-encoded" => {
             let digest = path.rsplit('/').next().unwrap_or_default();
-            (get(&format!("/v2/%2e%2e/%2e%2e/etc/blobs/{digest}{q}"), ""), ClientError)
+            (get(&format!("/v2/%2e%2e/%2e%2e/etc/blobs/{digest}{q}"), ""), Refuse)
         }
-        "bad-escape" => (get(&format!("/v2/%zz%c3%28/manifests/1{q}"), ""), ClientError),
+        "bad-escape" => (get(&format!("/v2/%zz%c3%28/manifests/1{q}"), ""), Refuse),
         "bad-tag" => {
             let (p, _) = top.uri.split_once('?').unwrap_or((&top.uri, ""));
             let base = p.rsplit_once("/manifests/").map_or("/v2/x", |(b, _)| b);
-            (get(&format!("{base}/manifests/!!{}!!{q}", "-".repeat(200)), ""), ClientError)
+            (get(&format!("{base}/manifests/!!{}!!{q}", "-".repeat(200)), ""), Refuse)
         }
         "bad-ns" => {
             let (p, _) = top.uri.split_once('?').unwrap_or((&top.uri, ""));
-            (get(&format!("{p}?ns=evil%2F..%2F..%2Fhost"), ""), ClientErrorOrOk)
+            (get(&format!("{p}?ns=evil%2F..%2F..%2Fhost"), ""), IgnoreOrRefuse)
         }
         "huge-header" => {
             let filler = format!("X-Filler: {}\r\n", "a".repeat(100 << 10));
-            (get("/v2/", &filler), ClientErrorOrClose)
+            (get("/v2/", &filler), RefuseOrDrop)
         }
         "many-headers" => {
             let headers: String = (0..4000).map(|i| format!("X-H{i}: v\r\n")).collect();
-            (get("/v2/", &headers), ClientErrorOrClose)
+            (get("/v2/", &headers), RefuseOrDrop)
         }
         "range-beyond-end" => {
             let r = format!("Range: bytes={}-\r\n", blob.content.len() + 10);
-            (get(&blob.uri, &r), ClientErrorOrOk)
+            (get(&blob.uri, &r), IgnoreOrRefuse)
         }
-        "range-garbage" => (get(&blob.uri, "Range: bytes=zz-yy,,-\r\n"), ClientErrorOrOk),
-        "range-reversed" => (get(&blob.uri, "Range: bytes=9-2\r\n"), ClientErrorOrOk),
+        "range-garbage" => (get(&blob.uri, "Range: bytes=zz-yy,,-\r\n"), IgnoreOrRefuse),
+        "range-reversed" => (get(&blob.uri, "Range: bytes=9-2\r\n"), IgnoreOrRefuse),
         "unknown-method" => (
             b"BREW /v2/ HTTP/1.1\r\nHost: registry\r\nConnection: close\r\n\r\n".to_vec(),
-            ClientError,
+            Refuse,
         ),
         "put-manifest" => (
             format!("PUT {} HTTP/1.1\r\nHost: registry\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", top.uri)
                 .into_bytes(),
-            ClientError,
+            Refuse,
         ),
         "delete-blob" => (
             format!("DELETE {} HTTP/1.1\r\nHost: registry\r\nConnection: close\r\n\r\n", blob.uri).into_bytes(),
-            ClientError,
+            Refuse,
         ),
         "garbage-bytes" => {
             let mut b = vec![0u8; rng.random_range(1..4096)];
             rng.fill(&mut b[..]);
             b.extend_from_slice(b"\r\n\r\n");
-            (b, ClientErrorOrClose)
+            (b, RefuseOrDrop)
         }
-        "bad-request-line" => (b"GET\r\nHost: registry\r\n\r\n".to_vec(), ClientErrorOrClose),
-        "bad-version" => (b"GET /v2/ HTTP/7.3\r\nHost: registry\r\n\r\n".to_vec(), ClientErrorOrClose),
-        "nul-in-header" => (get("/v2/", "X-A: a\0b\r\n"), ClientErrorOrClose),
+        "bad-request-line" => (b"GET\r\nHost: registry\r\n\r\n".to_vec(), RefuseOrDrop),
+        "bad-version" => (b"GET /v2/ HTTP/7.3\r\nHost: registry\r\n\r\n".to_vec(), RefuseOrDrop),
+        "nul-in-header" => (get("/v2/", "X-A: a\0b\r\n"), RefuseOrDrop),
         other => unreachable!("unknown malformed kind {other}"),
     }
 }
 
 /// Sends `bytes` on a new connection and reads until the server closes it.
 async fn exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> Outcome {
-    let Ok(Ok(mut s)) = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await else {
+    let Ok(Ok(mut s)) =
+        tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await
+    else {
         return Outcome::Refused;
     };
     let io = async {

@@ -70,7 +70,9 @@ struct Conn {
 }
 
 async fn connect(addr: SocketAddr) -> Result<Conn, String> {
-    let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     let _ = stream.set_nodelay(true);
     let (sender, conn) = http1::handshake(TokioIo::new(stream))
         .await
@@ -97,10 +99,21 @@ async fn fetch(
     conn: &mut Conn,
     req: Request<Empty<Bytes>>,
 ) -> Result<(StatusCode, http::HeaderMap, Bytes), String> {
-    conn.sender.ready().await.map_err(|e| format!("connection: {e}"))?;
-    let resp = conn.sender.send_request(req).await.map_err(|e| format!("send: {e}"))?;
+    conn.sender
+        .ready()
+        .await
+        .map_err(|e| format!("connection: {e}"))?;
+    let resp = conn
+        .sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("send: {e}"))?;
     let (parts, body) = resp.into_parts();
-    let body = body.collect().await.map_err(|e| format!("body: {e}"))?.to_bytes();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
     Ok((parts.status, parts.headers, body))
 }
 
@@ -117,19 +130,38 @@ fn with_query(path: String, query: &str) -> String {
 }
 
 /// GETs `uri` for the plan: 200 and, with `digest`, content matching it.
-async fn get(conn: &mut Conn, addr: SocketAddr, uri: String, manifest: bool, digest: Option<&str>) -> Result<Target, Error> {
+async fn get(
+    conn: &mut Conn,
+    addr: SocketAddr,
+    uri: String,
+    manifest: bool,
+    digest: Option<&str>,
+) -> Result<Target, Error> {
     let (status, _, body) = fetch(conn, request(addr, Method::GET, &uri, manifest))
         .await
-        .map_err(|reason| Error::Setup { what: uri.clone(), reason })?;
+        .map_err(|reason| Error::Setup {
+            what: uri.clone(),
+            reason,
+        })?;
     if status != StatusCode::OK {
-        return Err(Error::Setup { what: uri, reason: format!("status {status}") });
+        return Err(Error::Setup {
+            what: uri,
+            reason: format!("status {status}"),
+        });
     }
     if let Some(d) = digest {
         if sha256(&body) != d {
-            return Err(Error::DigestMismatch { what: uri, digest: d.to_owned() });
+            return Err(Error::DigestMismatch {
+                what: uri,
+                digest: d.to_owned(),
+            });
         }
     }
-    Ok(Target { uri, content: body, manifest })
+    Ok(Target {
+        uri,
+        content: body,
+        manifest,
+    })
 }
 
 /// Fetches every manifest and blob of `images` once, checks each against its digest, and
@@ -142,7 +174,10 @@ pub async fn fetch_plan(addr: SocketAddr, images: &[ImageRef]) -> Result<Plan, E
     let mut plans = Vec::new();
     for img in images {
         let base = format!("/v2/{}", img.name);
-        let digest = img.reference.starts_with("sha256:").then_some(img.reference.as_str());
+        let digest = img
+            .reference
+            .starts_with("sha256:")
+            .then_some(img.reference.as_str());
         let top = get(
             &mut conn,
             addr,
@@ -162,28 +197,53 @@ pub async fn fetch_plan(addr: SocketAddr, images: &[ImageRef]) -> Result<Plan, E
         let manifest = if let Some(list) = v["manifests"].as_array() {
             let pick = list
                 .iter()
-                .find(|m| m["platform"]["architecture"] == "amd64" && m["platform"]["os"] == "linux")
+                .find(|m| {
+                    m["platform"]["architecture"] == "amd64" && m["platform"]["os"] == "linux"
+                })
                 .ok_or_else(|| Error::Setup {
                     what: top.uri.clone(),
                     reason: "an index without a linux/amd64 manifest".into(),
                 })?;
             let d = pick["digest"].as_str().unwrap_or_default().to_owned();
-            let child = get(&mut conn, addr, with_query(format!("{base}/manifests/{d}"), &img.query), true, Some(&d)).await?;
+            let child = get(
+                &mut conn,
+                addr,
+                with_query(format!("{base}/manifests/{d}"), &img.query),
+                true,
+                Some(&d),
+            )
+            .await?;
             let v = json(&child)?;
             children.push(child);
             v
         } else {
             v
         };
-        let mut digests = vec![manifest["config"]["digest"].as_str().unwrap_or_default().to_owned()];
+        let mut digests = vec![manifest["config"]["digest"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()];
         for l in manifest["layers"].as_array().into_iter().flatten() {
             digests.push(l["digest"].as_str().unwrap_or_default().to_owned());
         }
         let mut blobs = Vec::new();
         for d in digests {
-            blobs.push(get(&mut conn, addr, with_query(format!("{base}/blobs/{d}"), &img.query), false, Some(&d)).await?);
+            blobs.push(
+                get(
+                    &mut conn,
+                    addr,
+                    with_query(format!("{base}/blobs/{d}"), &img.query),
+                    false,
+                    Some(&d),
+                )
+                .await?,
+            );
         }
-        plans.push(ImagePlan { top, children, blobs });
+        plans.push(ImagePlan {
+            top,
+            children,
+            blobs,
+        });
     }
     Ok(Plan { images: plans })
 }
@@ -228,7 +288,10 @@ impl Step<'_> {
     fn expected(&self) -> (StatusCode, Bytes) {
         let content = &self.target.content;
         match self.range {
-            Some((a, b)) => (StatusCode::PARTIAL_CONTENT, content.slice(a as usize..=b as usize)),
+            Some((a, b)) => (
+                StatusCode::PARTIAL_CONTENT,
+                content.slice(a as usize..=b as usize),
+            ),
             None => (StatusCode::OK, content.clone()),
         }
     }
@@ -248,13 +311,33 @@ pub async fn client(cfg: &Config, plan: &Plan, id: u64, deadline: Instant) -> Cl
         let mut steps = Vec::new();
         for k in 0..plan.images.len() {
             let img = &plan.images[(turn + k) % plan.images.len()];
-            steps.push(Step { kind: "head", method: Method::HEAD, target: &img.top, range: None });
-            steps.push(Step { kind: "manifest", method: Method::GET, target: &img.top, range: None });
+            steps.push(Step {
+                kind: "head",
+                method: Method::HEAD,
+                target: &img.top,
+                range: None,
+            });
+            steps.push(Step {
+                kind: "manifest",
+                method: Method::GET,
+                target: &img.top,
+                range: None,
+            });
             for c in &img.children {
-                steps.push(Step { kind: "manifest", method: Method::GET, target: c, range: None });
+                steps.push(Step {
+                    kind: "manifest",
+                    method: Method::GET,
+                    target: c,
+                    range: None,
+                });
             }
             for b in &img.blobs {
-                steps.push(Step { kind: "blob", method: Method::GET, target: b, range: None });
+                steps.push(Step {
+                    kind: "blob",
+                    method: Method::GET,
+                    target: b,
+                    range: None,
+                });
             }
         }
         turn += 1;
@@ -262,9 +345,19 @@ pub async fn client(cfg: &Config, plan: &Plan, id: u64, deadline: Instant) -> Cl
         let size = b.content.len() as u64;
         let start = rng.random_range(0..size);
         let end = rng.random_range(start..size.min(start + (1 << 20)));
-        steps.push(Step { kind: "range", method: Method::GET, target: b, range: Some((start, end)) });
+        steps.push(Step {
+            kind: "range",
+            method: Method::GET,
+            target: b,
+            range: Some((start, end)),
+        });
         let h = blobs[rng.random_range(0..blobs.len())];
-        steps.push(Step { kind: "head", method: Method::HEAD, target: h, range: None });
+        steps.push(Step {
+            kind: "head",
+            method: Method::HEAD,
+            target: h,
+            range: None,
+        });
 
         let mut complete = true;
         for step in &steps {
@@ -273,7 +366,8 @@ pub async fn client(cfg: &Config, plan: &Plan, id: u64, deadline: Instant) -> Cl
                 break;
             }
             let t = Instant::now();
-            let outcome = tokio::time::timeout(cfg.request_timeout, send(cfg.addr, &mut conn, step)).await;
+            let outcome =
+                tokio::time::timeout(cfg.request_timeout, send(cfg.addr, &mut conn, step)).await;
             let micros = t.elapsed().as_micros().min(u32::MAX as u128) as u32;
             let result = match outcome {
                 Ok(r) => r,
@@ -290,7 +384,10 @@ pub async fn client(cfg: &Config, plan: &Plan, id: u64, deadline: Instant) -> Cl
                     complete = false;
                     stats.errors += 1;
                     if stats.samples.len() < 3 {
-                        stats.samples.push(format!("{} {} {:?}: {e}", step.method, step.target.uri, step.range));
+                        stats.samples.push(format!(
+                            "{} {} {:?}: {e}",
+                            step.method, step.target.uri, step.range
+                        ));
                     }
                 }
             }
@@ -309,15 +406,27 @@ async fn send(addr: SocketAddr, conn: &mut Option<Conn>, step: &Step<'_>) -> Res
         *conn = Some(connect(addr).await?);
     }
     let c = conn.as_mut().expect("connected above");
-    let mut req = request(addr, step.method.clone(), &step.target.uri, step.target.manifest);
+    let mut req = request(
+        addr,
+        step.method.clone(),
+        &step.target.uri,
+        step.target.manifest,
+    );
     if let Some((a, b)) = step.range {
         req.headers_mut().insert(
             header::RANGE,
             format!("bytes={a}-{b}").parse().expect("an ASCII header"),
         );
     }
-    c.sender.ready().await.map_err(|e| format!("connection: {e}"))?;
-    let resp = c.sender.send_request(req).await.map_err(|e| format!("send: {e}"))?;
+    c.sender
+        .ready()
+        .await
+        .map_err(|e| format!("connection: {e}"))?;
+    let resp = c
+        .sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("send: {e}"))?;
     let (want_status, want) = step.expected();
     if resp.status() != want_status {
         return Err(format!("status {}, {want_status} expected", resp.status()));
@@ -329,15 +438,23 @@ async fn send(addr: SocketAddr, conn: &mut Option<Conn>, step: &Step<'_>) -> Res
     if len != Some(want.len()) {
         return Err(format!("Content-Length {len:?}, {} expected", want.len()));
     }
-    let expect_body = if step.method == Method::HEAD { 0 } else { want.len() };
+    let expect_body = if step.method == Method::HEAD {
+        0
+    } else {
+        want.len()
+    };
     let mut body = resp.into_body();
     let mut at = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| format!("body after {at} bytes: {e}"))?;
-        let Some(data) = frame.data_ref() else { continue };
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
         let end = at + data.len();
         if end > expect_body || want[at..end] != data[..] {
-            return Err(format!("body differs from the expected content at byte {at}"));
+            return Err(format!(
+                "body differs from the expected content at byte {at}"
+            ));
         }
         at = end;
     }
@@ -351,8 +468,13 @@ async fn send(addr: SocketAddr, conn: &mut Option<Conn>, step: &Step<'_>) -> Res
 pub async fn api_root_ok(addr: SocketAddr) -> bool {
     let probe = async {
         let mut c = connect(addr).await.ok()?;
-        let (status, _, _) = fetch(&mut c, request(addr, Method::GET, "/v2/", false)).await.ok()?;
+        let (status, _, _) = fetch(&mut c, request(addr, Method::GET, "/v2/", false))
+            .await
+            .ok()?;
         Some(status == StatusCode::OK)
     };
-    matches!(tokio::time::timeout(Duration::from_secs(5), probe).await, Ok(Some(true)))
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), probe).await,
+        Ok(Some(true))
+    )
 }

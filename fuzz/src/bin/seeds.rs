@@ -21,7 +21,17 @@ fn main() {
     write("index", "base-fixed", 0, &json);
     write("index", "base-verbatim", 1, &json);
     let text = String::from_utf8(json).unwrap();
-    write("index", "no-images", 0, text.split(",\"images\"").next().unwrap().as_bytes());
-    write("index", "empty", 0, br#"{"frames":[],"blobs":[],"entries":[]}"#);
+    write(
+        "index",
+        "no-images",
+        0,
+        text.split(",\"images\"").next().unwrap().as_bytes(),
+    );
+    write(
+        "index",
+        "empty",
+        0,
+        br#"{"frames":[],"blobs":[],"entries":[]}"#,
+    );
     eprintln!("base installer: {} bytes", base.len());
 }

@@ -168,7 +168,11 @@ fn logged(registry: &Registry, req: &Request<Incoming>, max_head: usize) -> Resp
     let size = head_len(req);
     let resp = if size > max_head {
         let head = req.method() == Method::HEAD;
-        let mut r = super::RegistryError::HeadTooLarge { size, limit: max_head }.into_response(head);
+        let mut r = super::RegistryError::HeadTooLarge {
+            size,
+            limit: max_head,
+        }
+        .into_response(head);
         r.headers_mut().insert(
             super::API_VERSION,
             http::HeaderValue::from_static("registry/2.0"),

@@ -674,7 +674,11 @@ fn head_len_counts_request_line_and_headers() {
 
 #[test]
 fn an_oversized_head_gets_an_oci_error_and_a_closed_connection() {
-    let resp = RegistryError::HeadTooLarge { size: 100_000, limit: 65_536 }.into_response(false);
+    let resp = RegistryError::HeadTooLarge {
+        size: 100_000,
+        limit: 65_536,
+    }
+    .into_response(false);
     assert_eq!(hdr(&resp, "connection"), Some("close"));
     assert_error(resp, 431, "UNSUPPORTED");
 }
