@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Writes the registry benchmark's images as one OCI image layout.
 
-Tags: `app` (busybox + a small file), `libs` (busybox + a ~100 MiB layer of shared
-libraries), `big` (one layer holding a file of BIG_MIB MiB of random bytes, gzip level 0:
+Tags: `app` (busybox + a small file), `libs` (busybox + a layer of LIBS_MIB MiB, default
+100, of shared libraries), `big` (one layer holding a file of BIG_MIB MiB of random bytes, gzip level 0:
 valid gzip and tar without costing compression time). Runnable images use /bin/busybox
 (busybox-static).
 
-usage: make_images.py LAYOUT_DIR BIG_MIB
+usage: make_images.py LAYOUT_DIR BIG_MIB [LIBS_MIB]
 """
 import gzip
 import hashlib
@@ -17,6 +17,7 @@ import sys
 import tarfile
 
 layout, big_mib = sys.argv[1], int(sys.argv[2])
+libs_mib = int(sys.argv[3]) if len(sys.argv) > 3 else 100
 blobs = os.path.join(layout, "blobs", "sha256")
 os.makedirs(blobs, exist_ok=True)
 
@@ -84,7 +85,7 @@ libs_files, total = [], 0
 libdir = "/usr/lib/x86_64-linux-gnu"
 for name in sorted(os.listdir(libdir)):
     p = os.path.join(libdir, name)
-    if os.path.isfile(p) and not os.path.islink(p) and total < 100 << 20:
+    if os.path.isfile(p) and not os.path.islink(p) and total < libs_mib << 20:
         data = open(p, "rb").read()
         libs_files.append(("libs/" + name, data, 0o644, None))
         total += len(data)

@@ -1,7 +1,8 @@
 //! HTTP/1.1 over TCP for a [`Registry`]: hyper does the protocol, tokio the I/O.
 //!
 //! Limits for hostile or broken clients: request heads larger than
-//! [`ServeOptions::max_buf_size`] get `431` and a closed connection; a head not complete
+//! [`ServeOptions::max_buf_size`] get `431` and a closed connection (from hyper, or from
+//! [`head_len`] for a head that hyper's buffer limit let through); a head not complete
 //! within [`ServeOptions::header_read_timeout`] closes the connection; at most
 //! [`ServeOptions::max_connections`] connections are served at once (more wait in the
 //! listen backlog). When `shutdown` completes, the listener closes, idle connections close,
@@ -88,9 +89,10 @@ pub async fn serve(
         let opts = opts.clone();
         conns.spawn(async move {
             let _slot = slot;
+            let max_head = opts.max_buf_size;
             let service = service_fn(move |req: Request<Incoming>| {
                 let registry = registry.clone();
-                async move { Ok::<_, Infallible>(logged(&registry, &req)) }
+                async move { Ok::<_, Infallible>(logged(&registry, &req, max_head)) }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -145,11 +147,40 @@ pub fn shutdown_signal() -> io::Result<impl Future<Output = ()>> {
     })
 }
 
-/// Answers `req` with a body that logs one line (method, path, status, bytes, duration)
-/// when it is dropped, that is when the response is complete or abandoned.
-fn logged(registry: &Registry, req: &Request<Incoming>) -> Response<LoggedBody> {
+/// About how many bytes the head of `req` took on the wire: request line and header lines.
+/// hyper enforces its buffer limit only while a head is incomplete, so a head that arrives
+/// in one large read passes with up to about twice [`ServeOptions::max_buf_size`].
+pub(super) fn head_len<B>(req: &Request<B>) -> usize {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    line + headers + 2
+}
+
+/// Answers `req` (with `431` when its head is over `max_head` bytes) with a body that logs
+/// one line (method, path, status, bytes, duration) when it is dropped, that is when the
+/// response is complete or abandoned.
+fn logged(registry: &Registry, req: &Request<Incoming>, max_head: usize) -> Response<LoggedBody> {
     let start = Instant::now();
-    let resp = registry.handle(req);
+    let size = head_len(req);
+    let resp = if size > max_head {
+        let head = req.method() == Method::HEAD;
+        let mut r = super::RegistryError::HeadTooLarge {
+            size,
+            limit: max_head,
+        }
+        .into_response(head);
+        r.headers_mut().insert(
+            super::API_VERSION,
+            http::HeaderValue::from_static("registry/2.0"),
+        );
+        r
+    } else {
+        registry.handle(req)
+    };
     let status = resp.status();
     resp.map(|inner| LoggedBody {
         inner,
