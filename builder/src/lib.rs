@@ -17,8 +17,8 @@
 
 pub mod build;
 pub mod capture;
-pub mod engine;
 pub mod discover;
+pub mod engine;
 pub mod image;
 pub mod progress;
 pub mod reference;

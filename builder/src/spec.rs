@@ -480,7 +480,6 @@ pub struct HooksSpec {
     pub post_install: Option<SourcePath>,
 }
 
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSpec {

@@ -86,6 +86,9 @@ fn start(
         def.daemon
             .stop(step.root, step.host, super::record::STOP_TIMEOUT)?;
     }
+    let files = def.files();
+    let ahead: Vec<(&str, PathKind)> = files.iter().map(|f| (f.as_str(), PathKind::File)).collect();
+    record.note_ahead(step.root, &ahead)?;
     let started = start_service(step.root, def, step.mode, step.host)?;
     if restart && !started.started && step.mode == ServiceMode::Systemd {
         super::service::systemctl(step.host, &["restart", &def.unit])?;

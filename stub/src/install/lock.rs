@@ -40,14 +40,39 @@ impl InstallLock {
                 let _ = file.read_to_string(&mut text);
                 return Err(Error::Locked {
                     path,
-                    pid: text.trim().parse().ok(),
+                    pid: text.lines().next().and_then(|l| l.trim().parse().ok()),
                 });
             }
             Err((_, errno)) => {
                 return Err(Error::fs("lock", path)(std::io::Error::from(errno)));
             }
         };
-        let pid = format!("{}\n", std::process::id());
+        // The folders created for the lock are written into the lock file at once, and kept
+        // there (a union) until uninstall removes the file: a run killed before its first
+        // record save still tells the next run which folders were its own.
+        let mut previous = String::new();
+        let _ = lock.read_to_string(&mut previous);
+        let mut created = created;
+        for line in previous.lines().skip(1) {
+            // Only the state folder and its parents are ever written here.
+            if let Some(dir) = line
+                .strip_prefix("created ")
+                .filter(|d| d.starts_with('/') && STATE_DIR.starts_with(d))
+            {
+                if !created.iter().any(|c| c.path == dir) {
+                    created.push(PathRecord {
+                        path: dir.to_owned(),
+                        kind: super::record::PathKind::Dir,
+                        existed_before: false,
+                    });
+                }
+            }
+        }
+        created.sort_by_key(|c| c.path.len());
+        let mut pid = format!("{}\n", std::process::id());
+        for c in &created {
+            pid.push_str(&format!("created {}\n", c.path));
+        }
         lock.set_len(0)
             .and_then(|()| lock.seek(SeekFrom::Start(0)))
             .and_then(|_| lock.write_all(pid.as_bytes()))
@@ -94,7 +119,10 @@ mod tests {
         );
 
         drop(first);
+        // The folders the first holder created are remembered in the lock file, so a run
+        // killed before its record was saved still has them undone.
         let again = InstallLock::acquire(root.path()).unwrap();
-        assert!(again.created().is_empty());
+        let again_paths: Vec<&str> = again.created().iter().map(|r| r.path.as_str()).collect();
+        assert_eq!(again_paths, ["/var", "/var/lib", "/var/lib/airlock"]);
     }
 }

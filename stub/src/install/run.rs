@@ -273,10 +273,24 @@ pub fn install(
     let (name, version) = (meta.name.as_str(), meta.version.as_str());
     super::validate_name(name)?;
     super::validate_version(version)?;
+    // Nothing is laid out, copied or served from a damaged file (its stub included, since
+    // the persistent copy runs it): check every byte first, before the root is created.
+    installer.verify_stub()?;
+    let payload = installer.load_index()?;
+    let report = payload.verify(false, opts.release);
+    if !report.damaged.is_empty() {
+        return Err(Error::Damaged {
+            items: report.damaged.iter().map(|e| e.to_string()).collect(),
+        });
+    }
     let (root, explicit_root) = install_root(opts.root, !opts.dry_run)?;
     let root = root.as_path();
-    let payload = installer.load_index()?;
     let index = payload.index();
+    say.line(format!(
+        "verify: ok ({} frames, {} checked)",
+        report.frames,
+        human_bytes(report.bytes)
+    ))?;
 
     // 1. Lock (a dry run changes nothing, so it takes none).
     let lock = if opts.dry_run {
@@ -536,6 +550,12 @@ pub fn install(
             }
         }
     }
+    let service_files = super::service::registry_service(root, name, version, opts.listen)?.files();
+    let ahead: Vec<(&str, PathKind)> = service_files
+        .iter()
+        .map(|f| (f.as_str(), PathKind::File))
+        .collect();
+    record.note_ahead(root, &ahead)?;
     let service = start_registry(root, name, version, opts.listen, mode, host)?;
     if mode == ServiceMode::Systemd && copy.copied && !service.started {
         // Same unit text, new file under it: the running registry maps the old one.

@@ -393,6 +393,18 @@ pub struct ServiceDef {
     pub companions: Vec<String>,
 }
 
+impl ServiceDef {
+    /// The files starting it may create (unit, pid file, log), inside the root: noted in
+    /// the record before the start ([`super::record::Record::note_ahead`]).
+    pub fn files(&self) -> [String; 3] {
+        [
+            format!("{UNIT_DIR}/{}", self.unit),
+            self.daemon.pid_file.clone(),
+            self.daemon.log_file.clone(),
+        ]
+    }
+}
+
 /// Writes the service's unit and starts it the way `mode` says ([`choose_mode`]; see the
 /// module docs): with systemd, `enable` and (re)start when the unit text changed, else
 /// `enable --now` (a no-op for a running unit); as a daemon, started unless it runs.
