@@ -8,7 +8,6 @@
 mod util;
 
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -78,11 +77,6 @@ hooks:
     }
 }
 
-fn free_addr() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().unwrap().to_string()
-}
-
 fn path_str(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }
@@ -104,23 +98,6 @@ fn processes_under(dir: &Path) -> Vec<String> {
             }
         }
     }
-    out
-}
-
-/// Every path under `dir`, relative, sorted.
-fn tree(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            out.push(p.strip_prefix(dir).unwrap().display().to_string());
-            if p.is_dir() && !p.is_symlink() {
-                stack.push(p);
-            }
-        }
-    }
-    out.sort();
     out
 }
 
@@ -211,7 +188,7 @@ fn containerd_engine_round_trip() {
         root,
         copy: "var/lib/airlock/node-1.0.run",
     };
-    let addr = free_addr();
+    let addr = util::free_addr();
     let args = [
         "install",
         "--root",
@@ -293,7 +270,7 @@ fn containerd_engine_round_trip() {
         .success();
     assert_eq!(processes_under(root), Vec::<String>::new());
     assert_eq!(
-        tree(root),
+        util::tree(root),
         Vec::<String>::new(),
         "uninstall left files behind"
     );
@@ -312,7 +289,7 @@ fn a_failing_pre_install_hook_stops_the_install_and_shows_its_output() {
     );
     let installer = work.build("app.run");
     let root = work.join("root");
-    let addr = free_addr();
+    let addr = util::free_addr();
     let run = work.run_installer(
         &installer,
         &[
@@ -354,7 +331,7 @@ fn a_failing_pre_install_hook_stops_the_install_and_shows_its_output() {
     );
     work.run_installer(&installer, &["uninstall", "--root", path_str(&root)])
         .success();
-    assert_eq!(tree(&root), Vec::<String>::new());
+    assert_eq!(util::tree(&root), Vec::<String>::new());
 }
 
 #[test]

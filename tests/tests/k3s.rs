@@ -7,7 +7,6 @@
 mod util;
 
 use std::fs;
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -53,27 +52,6 @@ engine:
     (work, installer)
 }
 
-fn free_addr() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().unwrap().to_string()
-}
-
-fn tree(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            out.push(p.strip_prefix(dir).unwrap().display().to_string());
-            if p.is_dir() && !p.is_symlink() {
-                stack.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// Pids whose command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> Vec<u32> {
     fs::read_dir("/proc")
@@ -107,7 +85,7 @@ fn k3s_gets_documented_flags_env_mirrors_and_manifests_and_install_waits_for_rea
     let root = work.join("root");
     let _cleanup = Cleanup(&work, &root);
     let r = root.to_str().unwrap();
-    let addr = free_addr();
+    let addr = util::free_addr();
     let args = ["install", "--root", r, "--listen", &addr, "--yes"];
     let run = work.run_installer(&installer, &args).success();
     for line in [
@@ -181,7 +159,11 @@ fn k3s_gets_documented_flags_env_mirrors_and_manifests_and_install_waits_for_rea
         &["uninstall", "--root", r],
     )
     .success();
-    assert_eq!(tree(&root), Vec::<String>::new(), "uninstall left files");
+    assert_eq!(
+        util::tree(&root),
+        Vec::<String>::new(),
+        "uninstall left files"
+    );
     assert_eq!(
         processes_mentioning(r),
         Vec::<u32>::new(),
@@ -195,7 +177,7 @@ fn a_k3s_that_exits_fails_the_install_naming_its_log() {
     let root = work.join("root");
     let _cleanup = Cleanup(&work, &root);
     let r = root.to_str().unwrap();
-    let addr = free_addr();
+    let addr = util::free_addr();
     let run = work
         .run_installer(
             &installer,
