@@ -235,3 +235,89 @@ fn extract_killed_at_many_points_then_rerun_equals_an_uninterrupted_extract() {
          not cover the run"
     );
 }
+/// `install --root` (engine `none`) of the same tree, killed at ten points of an
+/// uninterrupted run, each into its own root, then re-run: the re-run completes, the result
+/// has exactly the paths of an uninterrupted install, and `uninstall` then leaves no file and
+/// no process (the registry daemon a killed run started is adopted, not duplicated).
+#[test]
+fn install_killed_at_many_points_then_rerun_equals_an_uninterrupted_install() {
+    let w = Workdir::new();
+    TreeSpec::full(3).write(&w.join("src")).unwrap();
+    w.write_spec(ROOT_SPEC);
+    let installer = w.build("demo.run");
+    let install = |root: &Path, addr: &str| {
+        let mut c = w.installer_command(&installer, &["-q", "install", "--root"]);
+        c.arg(root).args(["--listen", addr, "--yes"]);
+        c
+    };
+    let uninstall = |root: &Path| {
+        w.run_installer(
+            &root.join("var/lib/airlock/demo-1.0.run"),
+            &["-q", "uninstall", "--root", root.to_str().unwrap()],
+        )
+        .success();
+    };
+    let daemons = |root: &Path| -> Vec<u32> {
+        let copy = root.join("var/lib/airlock/demo-1.0.run");
+        fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    c.split(|&b| b == 0).next() == Some(copy.as_os_str().as_encoded_bytes())
+                })
+            })
+            .collect()
+    };
+
+    let reference = w.join("ref");
+    let start = std::time::Instant::now();
+    let status = install(&reference, &util::free_addr()).status().unwrap();
+    let full = start.elapsed();
+    assert!(status.success(), "uninterrupted install failed: {status}");
+    let want = util::tree(&reference);
+    uninstall(&reference);
+
+    let mut killed_running = 0;
+    for i in 0..KILLS {
+        let root = w.join(format!("root{i}"));
+        let addr = util::free_addr();
+        if run_and_kill(install(&root, &addr), kill_delay(i, full)) {
+            killed_running += 1;
+        }
+        let again = util::run(install(&root, &addr));
+        assert_eq!(
+            again.code,
+            Some(0),
+            "re-run after kill {i}: {}",
+            again.describe()
+        );
+        assert_eq!(
+            util::tree(&root),
+            want,
+            "after kill {i} at {:?}",
+            kill_delay(i, full)
+        );
+        assert_eq!(
+            daemons(&root).len(),
+            1,
+            "one registry daemon after kill {i}"
+        );
+        let record = fs::read_to_string(root.join("var/lib/airlock/demo.json")).unwrap();
+        uninstall(&root);
+        assert_eq!(
+            util::tree(&root),
+            Vec::<String>::new(),
+            "uninstall after kill {i}; the record was:\n{record}"
+        );
+        assert!(
+            daemons(&root).is_empty(),
+            "a daemon survived uninstall after kill {i}"
+        );
+    }
+    assert!(
+        killed_running >= 3,
+        "kills must land mid-run: only {killed_running} did"
+    );
+}

@@ -15,6 +15,10 @@ use super::host::open_lock_file;
 use super::record::PathRecord;
 use super::{Error, Result, STATE_DIR};
 
+/// The intent file written in the nearest existing parent before the state folders are
+/// created (removed once the lock file lists them).
+const INTENT_FILE: &str = ".airlock-creating";
+
 /// The lock file, inside the root.
 pub const LOCK_FILE: &str = "/var/lib/airlock/install.lock";
 
@@ -30,7 +34,47 @@ impl InstallLock {
     /// Takes the lock without waiting. Fails with [`Error::Locked`], naming the holder's
     /// pid, when another install or uninstall holds it.
     pub fn acquire(root: &Path) -> Result<InstallLock> {
-        let created = create_dirs(root, STATE_DIR)?;
+        // Write-ahead for the folders themselves: before the first mkdir, the folders about to
+        // be created are listed in an intent file in the nearest existing parent, and the
+        // intent of a run killed in between is picked up here, so no kill point leaves a
+        // folder of ours unrecorded.
+        let ancestors = ["/var", "/var/lib", STATE_DIR];
+        let mut intended: Vec<String> = Vec::new();
+        let mut stale: Vec<PathBuf> = Vec::new();
+        for dir in ["/"].iter().chain(&ancestors[..2]) {
+            let file = resolve(root, dir).join(INTENT_FILE);
+            if let Ok(text) = std::fs::read_to_string(&file) {
+                intended.extend(
+                    text.lines()
+                        .filter(|l| ancestors.contains(l))
+                        .map(str::to_owned),
+                );
+                stale.push(file);
+            }
+        }
+        let missing: Vec<&str> = ancestors
+            .iter()
+            .copied()
+            .filter(|d| std::fs::symlink_metadata(resolve(root, d)).is_err())
+            .collect();
+        let mut intent_file = None;
+        if let Some(first) = missing.first() {
+            let parent = super::fsutil::logical_parent(first).unwrap_or("/");
+            let file = resolve(root, parent).join(INTENT_FILE);
+            std::fs::write(&file, missing.join("\n") + "\n")
+                .map_err(Error::fs("write the folder intent", &file))?;
+            intent_file = Some(file);
+        }
+        let mut created = create_dirs(root, STATE_DIR)?;
+        for dir in intended {
+            if !created.iter().any(|c| c.path == dir) {
+                created.push(PathRecord {
+                    path: dir,
+                    kind: super::record::PathKind::Dir,
+                    existed_before: false,
+                });
+            }
+        }
         let path = resolve(root, LOCK_FILE);
         let file = open_lock_file(&path).map_err(Error::fs("open the install lock", &path))?;
         let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
@@ -52,7 +96,6 @@ impl InstallLock {
         // record save still tells the next run which folders were its own.
         let mut previous = String::new();
         let _ = lock.read_to_string(&mut previous);
-        let mut created = created;
         for line in previous.lines().skip(1) {
             // Only the state folder and its parents are ever written here.
             if let Some(dir) = line
@@ -77,6 +120,10 @@ impl InstallLock {
             .and_then(|()| lock.seek(SeekFrom::Start(0)))
             .and_then(|_| lock.write_all(pid.as_bytes()))
             .map_err(Error::fs("write the holder's pid into", &path))?;
+        // The lock file holds the folders now: the intent files have done their job.
+        for f in intent_file.iter().chain(&stale) {
+            let _ = std::fs::remove_file(f);
+        }
         Ok(InstallLock {
             _lock: lock,
             path,
@@ -124,5 +171,26 @@ mod tests {
         let again = InstallLock::acquire(root.path()).unwrap();
         let again_paths: Vec<&str> = again.created().iter().map(|r| r.path.as_str()).collect();
         assert_eq!(again_paths, ["/var", "/var/lib", "/var/lib/airlock"]);
+    }
+
+    #[test]
+    fn folders_a_killed_run_made_before_its_lock_file_are_still_ours() {
+        // A run killed between its mkdirs and its lock-file write left only its intent.
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(
+            root.path().join(INTENT_FILE),
+            "/var\n/var/lib\n/var/lib/airlock\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(root.path().join("var/lib/airlock")).unwrap();
+        let lock = InstallLock::acquire(root.path()).unwrap();
+        let mut paths: Vec<&str> = lock.created().iter().map(|r| r.path.as_str()).collect();
+        paths.sort_unstable();
+        assert_eq!(paths, ["/var", "/var/lib", "/var/lib/airlock"]);
+        assert!(lock.created().iter().all(|r| !r.existed_before));
+        assert!(
+            !root.path().join(INTENT_FILE).exists(),
+            "the intent is consumed"
+        );
     }
 }
