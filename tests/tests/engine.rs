@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use airlock_fixtures::images::{same_name_different_registries, BuiltImage};
-use util::oci::containerd_ready;
 use util::Workdir;
 
 struct Built {
@@ -119,63 +118,16 @@ impl Drop for Cleanup<'_> {
     }
 }
 
-const NETNS_MARKER: &str = "AIRLOCK_TEST_ENGINE_NETNS_MARKER";
-const NETNS_TEST: &str = "containerd_engine_installs_offline_runs_both_images_and_uninstalls";
-
-/// The proof, in a network namespace with only loopback (the test binary re-runs
-/// itself there; a marker file proves the inner run happened).
+/// The proof, in a network namespace with only loopback.
 #[test]
 fn containerd_engine_installs_offline_runs_both_images_and_uninstalls() {
-    if let Some(marker) = std::env::var_os(NETNS_MARKER) {
-        containerd_engine_round_trip();
-        fs::write(marker, "ran").unwrap();
-        return;
-    }
-    let tools = util::have_command("unshare") && util::have_command("ip");
-    if !containerd_ready("containerd engine test")
-        || !util::prerequisite(
-            tools,
-            "containerd engine test",
-            "unshare and ip are needed (util-linux, iproute2)",
-        )
-    {
-        return;
-    }
-    let marker = tempfile::NamedTempFile::new().unwrap().into_temp_path();
-    fs::remove_file(&marker).unwrap();
-    let status = Command::new("unshare")
-        .args([
-            "--net",
-            "sh",
-            "-c",
-            "ip link set lo up && exec \"$0\" \"$@\"",
-        ])
-        .arg(std::env::current_exe().unwrap())
-        .args(["--exact", NETNS_TEST, "--test-threads=1", "--nocapture"])
-        .env(NETNS_MARKER, &marker)
-        .status()
-        .expect("run unshare");
-    assert!(
-        status.success(),
-        "the install in the network namespace failed: {status}"
+    util::oci::run_in_loopback_namespace(
+        "containerd_engine_installs_offline_runs_both_images_and_uninstalls",
+        containerd_engine_round_trip,
     );
-    assert!(marker.exists(), "the inner test did not run");
 }
 
 fn containerd_engine_round_trip() {
-    let links = util::run({
-        let mut c = Command::new("ip");
-        c.args(["-o", "link", "show"]);
-        c
-    })
-    .success();
-    assert_eq!(
-        links.stdout.lines().count(),
-        1,
-        "only loopback: {}",
-        links.stdout
-    );
-
     let b = build_containerd();
     // Short: containerd's socket path must stay under 108 bytes.
     let root_dir = tempfile::Builder::new()

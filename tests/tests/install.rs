@@ -9,7 +9,6 @@ mod util;
 use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use airlock_fixtures::images::{same_name_different_registries, BuiltImage};
 use util::oci::{containerd_ready, curl, pull_and_run, status_of, Containerd};
@@ -327,66 +326,14 @@ fn containerd_pulls_through_the_installed_mirrors_even_after_the_installer_is_go
     install_then_pull_and_run();
 }
 
-/// Set (to a marker file path) when this test binary runs inside `unshare -n`.
-const NETNS_MARKER: &str = "AIRLOCK_TEST_NETNS_MARKER";
-const NETNS_TEST: &str = "an_install_in_a_network_namespace_with_only_loopback_serves_containerd";
-
 /// The proof that an install needs no network: the whole install and both pulls run in a
-/// network namespace that has only a loopback interface. The test binary re-runs itself
-/// there, filtered to this test; a marker file proves the inner run really happened.
+/// network namespace that has only a loopback interface.
 #[test]
 fn an_install_in_a_network_namespace_with_only_loopback_serves_containerd() {
-    if let Some(marker) = std::env::var_os(NETNS_MARKER) {
-        let links = util::run({
-            let mut c = Command::new("ip");
-            c.args(["-o", "link", "show"]);
-            c
-        })
-        .success();
-        let names: Vec<&str> = links
-            .stdout
-            .lines()
-            .filter_map(|l| l.split(':').nth(1).map(str::trim))
-            .collect();
-        assert_eq!(
-            names,
-            ["lo"],
-            "the namespace must hold only loopback: {}",
-            links.stdout
-        );
-        install_then_pull_and_run();
-        fs::write(marker, "ran").unwrap();
-        return;
-    }
-    let netns_tools = util::have_command("unshare") && util::have_command("ip");
-    if !containerd_ready("network-namespace install test")
-        || !util::prerequisite(
-            netns_tools,
-            "network-namespace install test",
-            "unshare and ip are needed (util-linux, iproute2)",
-        )
-    {
-        return;
-    }
-    let marker = tempfile::NamedTempFile::new().unwrap().into_temp_path();
-    fs::remove_file(&marker).unwrap();
-    let status = Command::new("unshare")
-        .args([
-            "--net",
-            "sh",
-            "-c",
-            "ip link set lo up && exec \"$0\" \"$@\"",
-        ])
-        .arg(std::env::current_exe().unwrap())
-        .args(["--exact", NETNS_TEST, "--test-threads=1", "--nocapture"])
-        .env(NETNS_MARKER, &marker)
-        .status()
-        .expect("run unshare");
-    assert!(
-        status.success(),
-        "the install inside the network namespace failed: {status}"
+    util::oci::run_in_loopback_namespace(
+        "an_install_in_a_network_namespace_with_only_loopback_serves_containerd",
+        install_then_pull_and_run,
     );
-    assert!(marker.exists(), "the inner test did not run");
 }
 
 fn install_then_pull_and_run() {

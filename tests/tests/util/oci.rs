@@ -226,3 +226,64 @@ pub fn pull_and_run(ctd: &Containerd, hosts: &Path, reference: &str, id: &str) -
     assert_eq!(ran.code, Some(0), "run {reference}: {}", ran.describe());
     ran.stdout
 }
+
+/// Set (to a marker file path) when a test binary runs inside `unshare -n`.
+const NETNS_MARKER: &str = "AIRLOCK_TEST_NETNS_MARKER";
+
+/// Runs `inner` in a network namespace that has only a loopback interface (up): the test
+/// binary re-runs itself there filtered to `test` (its exact name); a marker file proves the
+/// inner run happened. Needs root, containerd, `unshare` and `ip` (skipped, or failed in CI,
+/// without them).
+pub fn run_in_loopback_namespace(test: &str, inner: fn()) {
+    if let Some(marker) = std::env::var_os(NETNS_MARKER) {
+        let links = run({
+            let mut c = Command::new("ip");
+            c.args(["-o", "link", "show"]);
+            c
+        })
+        .success();
+        let names: Vec<&str> = links
+            .stdout
+            .lines()
+            .filter_map(|l| l.split(':').nth(1).map(str::trim))
+            .collect();
+        assert_eq!(
+            names,
+            ["lo"],
+            "the namespace must hold only loopback: {}",
+            links.stdout
+        );
+        inner();
+        fs::write(marker, "ran").unwrap();
+        return;
+    }
+    let tools = have_command("unshare") && have_command("ip");
+    if !containerd_ready(test)
+        || !prerequisite(
+            tools,
+            test,
+            "unshare and ip are needed (util-linux, iproute2)",
+        )
+    {
+        return;
+    }
+    let marker = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+    fs::remove_file(&marker).unwrap();
+    let status = Command::new("unshare")
+        .args([
+            "--net",
+            "sh",
+            "-c",
+            "ip link set lo up && exec \"$0\" \"$@\"",
+        ])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--test-threads=1", "--nocapture"])
+        .env(NETNS_MARKER, &marker)
+        .status()
+        .expect("run unshare");
+    assert!(
+        status.success(),
+        "{test} failed inside the network namespace: {status}"
+    );
+    assert!(marker.exists(), "the inner run of {test} did not happen");
+}
