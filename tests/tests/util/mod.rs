@@ -63,7 +63,7 @@ pub fn stub_bin() -> PathBuf {
 
 /// True when the tests run under CI (`CI=true`): a missing prerequisite is then a failure.
 pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+    airlock_fixtures::skip::in_ci()
 }
 
 /// True when this process runs as root (effective uid 0), read from `/proc/self/status`.
@@ -80,17 +80,10 @@ pub fn is_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
-/// Checks a prerequisite: returns true when it holds. Otherwise, outside CI, prints why the
-/// test is skipped and returns false; under `CI=true` it fails the test.
+/// Checks a prerequisite: returns true when it holds. Otherwise, outside CI, prints
+/// `SKIP <test>: <reason>` and returns false; under `CI=true` it fails the test.
 pub fn prerequisite(holds: bool, test: &str, reason: &str) -> bool {
-    if holds {
-        return true;
-    }
-    if in_ci() {
-        panic!("{test}: prerequisite missing under CI=true: {reason}");
-    }
-    eprintln!("skipping {test}: {reason}");
-    false
+    airlock_fixtures::skip::prerequisite(holds, test, reason)
 }
 
 /// True when `unshare --mount --fork` works here (root, or a user allowed to create mount
