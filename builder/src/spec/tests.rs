@@ -29,10 +29,10 @@ version: \"1.30.4-1\"
 platform: linux/arm64/v8
 files:
   - src: rootfs/
-dest: /
+    dest: /
   - src: bin/containerd
-dest: /usr/local//bin/./containerd
-mode: \"0755\"
+    dest: /usr/local//bin/./containerd
+    mode: \"0755\"
 ";
 
 #[test]
@@ -101,9 +101,9 @@ name: edge
 version: '1'
 files:
   - src: rootfs
-dest: /
+    dest: /
   - dest: /x
-sorce: bin/containerd
+    sorce: bin/containerd
 ";
     let err = parse_err(&dir, text);
     assert!(err.contains("airlock.yaml:7:5: "), "{err}");
@@ -146,9 +146,9 @@ name: edge
 version: '1'
 files:
   - src: rootfs
-dest: /
+    dest: /
   - src: bin/runc
-dest: /usr/bin/runc
+    dest: /usr/bin/runc
 ";
     let err = parse_err(&dir, text);
     assert!(err.contains("airlock.yaml:6:10: "), "{err}");
@@ -283,8 +283,8 @@ fn mode_accepts_octal_strings_and_small_numbers() {
         ("493", 0o755),
     ] {
         let text = format!(
-            "name: edge\nversion: '1'\nfiles:\n  - src: bin/containerd\n    dest: /c\n    mode: {written}\n"
-        );
+                "name: edge\nversion: '1'\nfiles:\n  - src: bin/containerd\n    dest: /c\n    mode: {written}\n"
+            );
         let spec = parse(&dir, &text).unwrap();
         assert_eq!(spec.files[0].mode.unwrap().bits(), bits, "{written}");
     }
@@ -301,8 +301,8 @@ fn invalid_or_ambiguous_mode_is_rejected_with_its_location() {
         ("-1", "invalid mode `-1`"),
     ] {
         let text = format!(
-            "name: edge\nversion: '1'\nfiles:\n  - src: bin/containerd\n    dest: /c\n    mode: {written}\n"
-        );
+                "name: edge\nversion: '1'\nfiles:\n  - src: bin/containerd\n    dest: /c\n    mode: {written}\n"
+            );
         let err = parse_err(&dir, &text);
         assert!(err.contains("airlock.yaml:6:11: "), "{written}: {err}");
         assert!(err.contains(expected), "{written}: {err}");
@@ -328,14 +328,14 @@ version: '1'
 images:
   - ref: busybox
   - ref: example.hub/team/app:1.0
-from: oci:images/app:1.0
+    from: oci:images/app:1.0
   - ref: quay.io/coreos/etcd:v3.5.0
-from: docker-archive:images/etcd.tar:quay.io/coreos/etcd:v3.5.0
+    from: docker-archive:images/etcd.tar:quay.io/coreos/etcd:v3.5.0
   - ref: registry.local:5000/a/b:1
-from: docker://127.0.0.1:5001/a/b:1
+    from: docker://127.0.0.1:5001/a/b:1
   - ref: docker.io/library/alpine@sha256:{hex}
   - ref: x/y
-from: oci:images/app
+    from: oci:images/app
 "
     );
     let spec = parse(&dir, &text).unwrap();
@@ -396,7 +396,7 @@ version: '1'
 images:
   - ref: busybox
   - ref: app:1
-from: containers-storage:app:1
+    from: containers-storage:app:1
 ";
     let err = parse_err(&dir, text);
     assert!(err.contains("airlock.yaml:6:11: "), "{err}");
@@ -468,9 +468,9 @@ version: '1'
 images:
   - from: capture:cap
   - ref: busybox:1.36
-from: oci:rootfs
+    from: oci:rootfs
   - ref: example.hub/team/app:1
-from: capture:cap
+    from: capture:cap
 ";
     let spec = parse(&dir, text).unwrap();
     let got: Vec<(String, ImageSource)> = spec
