@@ -1,7 +1,7 @@
 //! `engine:` and `hooks:`: what `install` runs besides laying out files and serving images.
 //!
 //! The spec names the engine and may leave its payload paths out; the builder fills them in
-//! from `files` (see [`crate::engine`]).
+//! from `files` when the installer is built (the builder's `engine` module).
 
 use std::fmt;
 

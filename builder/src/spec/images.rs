@@ -4,7 +4,7 @@
 //! A `capture:DIR` source is checked here only as far as the spec goes: the folder exists and
 //! has a readable lock file, and an entry without `ref` becomes one entry per captured
 //! reference ([`captured`]). Reading the images out of the folder is an image source's job
-//! ([`crate::image::capture`]).
+//! (the builder's `image::capture` module).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
