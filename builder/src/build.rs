@@ -82,7 +82,7 @@ pub enum Error {
     Engine(#[from] crate::engine::Error),
     /// A `--from-capture` folder could not be read.
     #[error(transparent)]
-    Capture(crate::capture::LockError),
+    Capture(crate::capture::lock::LockError),
 }
 
 /// Result with this module's [`Error`].
@@ -149,8 +149,8 @@ fn source_date_epoch() -> Result<u64> {
 pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
     let mut spec = Spec::from_path(&plan.spec)?;
     for dir in &plan.from_capture {
-        let captured = crate::capture::image_specs(dir).map_err(Error::Capture)?;
-        crate::capture::add_missing(&mut spec.images, captured);
+        let captured = spec::captured(dir).map_err(Error::Capture)?;
+        spec::add_missing(&mut spec.images, captured);
     }
     let epoch = source_date_epoch()?;
     let stub_path = match &plan.stub {

@@ -10,9 +10,12 @@
 //! - [`tree`]: turns `files:` into a sorted list of entries (folders, files, symlinks, hard
 //!   links).
 //! - [`stubcheck`]: checks that a stub is a static ELF executable for the platform.
-//! - [`capture`]: `airlock capture`, a pull-through registry that records what a cluster pulls,
-//!   and capture folders as an image source.
+//! - [`capture`]: `airlock capture`, a pull-through registry that records what a cluster pulls
+//!   (its lock file, [`capture::lock`], is a leaf that the spec and the image sources read).
 //! - [`build`]: the pipeline, and `inspect` for reading an installer without running it.
+//!
+//! Imports run one way: [`reference`] → [`spec`] → [`image`] (the sources, a capture folder
+//! among them) → [`capture`] (the proxy) → [`build`]; no file imports one above it.
 #![deny(missing_docs)]
 
 pub mod build;

@@ -10,6 +10,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use airlock_payload::{is_valid_registry, Sha256Digest};
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
 
 /// Why a reference was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -124,6 +126,34 @@ impl fmt::Display for ImageRef {
             write!(f, "@{d}")?;
         }
         Ok(())
+    }
+}
+
+/// Deserializes through [`FromStr`], inside the visitor so that serde_yaml_ng attaches the
+/// scalar's location to the error (spec files, capture lock files).
+impl<'de> Deserialize<'de> for ImageRef {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RefVisitor;
+
+        impl Visitor<'_> for RefVisitor {
+            type Value = ImageRef;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an image reference such as docker.io/library/busybox:1.36")
+            }
+
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<ImageRef, E> {
+                value.parse().map_err(E::custom)
+            }
+        }
+
+        deserializer.deserialize_str(RefVisitor)
+    }
+}
+
+impl Serialize for ImageRef {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 

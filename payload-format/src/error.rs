@@ -2,7 +2,7 @@
 
 use std::io;
 
-use crate::Sha256Digest;
+use crate::digest::Sha256Digest;
 
 /// What can go wrong while reading or writing an installer.
 #[derive(Debug, thiserror::Error)]

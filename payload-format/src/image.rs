@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Sha256Digest;
+use crate::digest::Sha256Digest;
 
 /// A manifest (or image index) blob and the media type it is served with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,8 +86,8 @@ impl From<Image> for RawImage {
 }
 
 impl TryFrom<RawImage> for Image {
-    type Error = String;
-    fn try_from(r: RawImage) -> Result<Self, String> {
+    type Error = ImageError;
+    fn try_from(r: RawImage) -> Result<Self, ImageError> {
         Image::new(
             r.registry,
             r.repository,
@@ -97,6 +97,37 @@ impl TryFrom<RawImage> for Image {
             r.blobs,
         )
     }
+}
+
+/// Why an image record is not valid.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImageError {
+    /// The registry is not `host[:port]`.
+    #[error("image registry {0:?} is not a valid host[:port]")]
+    Registry(String),
+    /// The repository is not an OCI name.
+    #[error("image repository {0:?} is not a valid OCI name")]
+    Repository(String),
+    /// The tag is not an OCI tag.
+    #[error("image tag {0:?} is not a valid OCI tag")]
+    Tag(String),
+    /// The first manifest is not the image's digest.
+    #[error("image {registry}/{repository}: its first manifest is not its digest")]
+    FirstManifest {
+        /// The registry.
+        registry: String,
+        /// The repository.
+        repository: String,
+    },
+    /// A manifest's media type is empty or longer than 255 bytes.
+    #[error("image {registry}/{repository}: a manifest has an invalid media type")]
+    MediaType {
+        /// The registry.
+        registry: String,
+        /// The repository.
+        repository: String,
+    },
 }
 
 /// True for a registry host as it appears in a reference: `host[:port]`.
@@ -174,34 +205,32 @@ impl Image {
         digest: Sha256Digest,
         manifests: Vec<ManifestRef>,
         blobs: Vec<Sha256Digest>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ImageError> {
         if !is_valid_registry(&registry) {
-            return Err(format!(
-                "image registry {registry:?} is not a valid host[:port]"
-            ));
+            return Err(ImageError::Registry(registry));
         }
         if !is_valid_repository(&repository) {
-            return Err(format!(
-                "image repository {repository:?} is not a valid OCI name"
-            ));
+            return Err(ImageError::Repository(repository));
         }
         if let Some(t) = &tag {
             if !is_valid_tag(t) {
-                return Err(format!("image tag {t:?} is not a valid OCI tag"));
+                return Err(ImageError::Tag(t.clone()));
             }
         }
         if manifests.first().map(|m| m.digest) != Some(digest) {
-            return Err(format!(
-                "image {registry}/{repository}: its first manifest is not its digest"
-            ));
+            return Err(ImageError::FirstManifest {
+                registry,
+                repository,
+            });
         }
         if manifests
             .iter()
             .any(|m| m.media_type.is_empty() || m.media_type.len() > 255)
         {
-            return Err(format!(
-                "image {registry}/{repository}: a manifest has an invalid media type"
-            ));
+            return Err(ImageError::MediaType {
+                registry,
+                repository,
+            });
         }
         Ok(Image {
             registry,

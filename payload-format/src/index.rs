@@ -1,20 +1,18 @@
-//! The index (frames, blobs, entries) and the meta record, with every rule of SPEC.md
-//! enforced while deserializing: an [`Index`] that exists is a valid one.
+//! The index (frames, blobs, entries, images, install section), with every rule of SPEC.md
+//! enforced while deserializing: an [`Index`] that exists is a valid one. The rules of one
+//! entry live with [`Entry`]; this module checks the rules that span the index.
 
 use std::collections::HashMap;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::bare_hex;
+use crate::digest::{bare_hex, Sha256Digest};
+use crate::entry::{Entry, EntryKind, EntryPath};
 use crate::image::Image;
-use crate::install::InstallConfig;
-use crate::Sha256Digest;
+use crate::install::{InstallConfig, InstallError};
 
 /// Largest decoded frame a reader accepts (writers stay at [`crate::FRAME_SIZE`]).
 pub const MAX_FRAME_RAW: u64 = 16 << 20;
-/// Longest entry path accepted.
-pub const MAX_PATH_LEN: usize = 4096;
 /// Largest decoded index a reader accepts.
 pub const MAX_INDEX_RAW: u64 = 1 << 30;
 
@@ -55,223 +53,115 @@ pub struct Blob {
     pub raw_offset: u64,
 }
 
-/// A relative, normalised entry path; see SPEC.md for the rules.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct EntryPath(String);
-
-/// Why a string is not an [`EntryPath`].
+/// Which rule of SPEC.md an index breaks.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid entry path {path:?}: {reason}")]
-pub struct PathError {
-    path: String,
-    reason: &'static str,
-}
-
-impl EntryPath {
-    /// The path as stored.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The parent path, `None` for a top-level entry.
-    pub fn parent(&self) -> Option<&str> {
-        self.0.rfind('/').map(|i| &self.0[..i])
-    }
-
-    /// The last component.
-    pub fn file_name(&self) -> &str {
-        self.0.rsplit('/').next().unwrap_or(&self.0)
-    }
-}
-
-impl TryFrom<String> for EntryPath {
-    type Error = PathError;
-    fn try_from(s: String) -> Result<Self, PathError> {
-        let reason = if s.is_empty() {
-            Some("empty")
-        } else if s.len() > MAX_PATH_LEN {
-            Some("longer than 4096 bytes")
-        } else if s.starts_with('/') {
-            Some("absolute")
-        } else if s.contains('\0') {
-            Some("contains NUL")
-        } else if s.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
-            Some("has an empty, `.` or `..` component")
-        } else {
-            None
-        };
-        match reason {
-            Some(reason) => Err(PathError {
-                path: s.chars().take(200).collect(),
-                reason,
-            }),
-            None => Ok(EntryPath(s)),
-        }
-    }
-}
-
-impl From<EntryPath> for String {
-    fn from(p: EntryPath) -> String {
-        p.0
-    }
-}
-
-impl fmt::Display for EntryPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for EntryPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0, f)
-    }
-}
-
-/// What an entry is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EntryKind {
-    /// A folder.
-    Dir,
-    /// A regular file.
-    File {
-        /// Content length.
+#[non_exhaustive]
+pub enum IndexError {
+    /// A frame decodes to nothing or to more than [`MAX_FRAME_RAW`] bytes.
+    #[error("frame {frame} declares {raw_len} decoded bytes (1..=16 MiB allowed)")]
+    FrameSize {
+        /// The frame number.
+        frame: usize,
+        /// The decoded length it declares.
+        raw_len: u64,
+    },
+    /// A raw frame whose stored and decoded lengths differ.
+    #[error("raw frame {frame} has different stored and decoded lengths")]
+    RawFrameLength {
+        /// The frame number.
+        frame: usize,
+    },
+    /// A frame with no stored bytes.
+    #[error("frame {frame} is empty")]
+    EmptyFrame {
+        /// The frame number.
+        frame: usize,
+    },
+    /// The decoded lengths add up to more than a u64.
+    #[error("raw stream length overflows")]
+    RawOverflow,
+    /// The stored lengths add up to more than a u64.
+    #[error("frames length overflows")]
+    StoredOverflow,
+    /// Blobs out of digest order, or one digest twice.
+    #[error("blobs are not sorted by digest or not unique")]
+    BlobsUnsorted,
+    /// A blob that is empty or reaches past the raw stream.
+    #[error(
+        "blob {digest} of {size} bytes at {raw_offset} lies outside the {raw_len}-byte raw stream"
+    )]
+    BlobOutside {
+        /// The blob.
+        digest: Sha256Digest,
+        /// Its length.
         size: u64,
-        /// Content digest.
+        /// Where it starts.
+        raw_offset: u64,
+        /// The raw stream's length.
+        raw_len: u64,
+    },
+    /// Two blobs share raw-stream bytes.
+    #[error("two blobs overlap in the raw stream")]
+    BlobsOverlap,
+    /// Entries out of path order, or one path twice.
+    #[error("entries are not sorted by path or not unique")]
+    EntriesUnsorted,
+    /// An entry whose parent is not a folder.
+    #[error("entry {path:?} lies under a non-folder")]
+    UnderNonFolder {
+        /// The entry.
+        path: EntryPath,
+    },
+    /// An entry whose parent has no entry.
+    #[error("entry {path:?} has no parent folder entry")]
+    NoParent {
+        /// The entry.
+        path: EntryPath,
+    },
+    /// A file whose size differs from its blob's.
+    #[error("file {path:?} declares {size} bytes but its blob has {blob_size}")]
+    FileSize {
+        /// The entry.
+        path: EntryPath,
+        /// The size it declares.
+        size: u64,
+        /// The blob's size.
+        blob_size: u64,
+    },
+    /// A file whose blob is not stored.
+    #[error("file {path:?} names a blob {digest} that is not stored")]
+    FileBlobMissing {
+        /// The entry.
+        path: EntryPath,
+        /// The digest it names.
         digest: Sha256Digest,
     },
-    /// A symbolic link, target stored verbatim.
-    Symlink {
-        /// Link text.
-        target: String,
+    /// A hard link whose target is not an earlier file entry.
+    #[error("hardlink {path:?} does not name an earlier file")]
+    HardlinkTarget {
+        /// The entry.
+        path: EntryPath,
     },
-    /// A hard link to an earlier file entry.
-    Hardlink {
-        /// The file entry it links to.
-        target: EntryPath,
+    /// Images out of order, or one image twice.
+    #[error("images are not sorted or not unique")]
+    ImagesUnsorted,
+    /// One tag with two digests.
+    #[error("image {image} appears twice with different digests")]
+    ImageTwice {
+        /// The image reference.
+        image: String,
     },
-}
-
-/// One path of the installer's file tree.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "RawEntry", into = "RawEntry")]
-pub struct Entry {
-    /// Where it goes, relative to the target.
-    pub path: EntryPath,
-    /// Permission bits.
-    pub mode: u32,
-    /// What it is.
-    pub kind: EntryKind,
-}
-
-impl Entry {
-    /// The entry's type as `list` prints it.
-    pub fn type_name(&self) -> &'static str {
-        match self.kind {
-            EntryKind::Dir => "dir",
-            EntryKind::File { .. } => "file",
-            EntryKind::Symlink { .. } => "symlink",
-            EntryKind::Hardlink { .. } => "hardlink",
-        }
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawEntry {
-    path: EntryPath,
-    #[serde(rename = "type")]
-    kind: String,
-    mode: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    size: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    digest: Option<Sha256Digest>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    target: Option<String>,
-}
-
-impl TryFrom<RawEntry> for Entry {
-    type Error = String;
-    fn try_from(r: RawEntry) -> Result<Self, String> {
-        if r.mode > 0o7777 {
-            return Err(format!(
-                "entry {:?} has mode {:o} beyond permission bits",
-                r.path, r.mode
-            ));
-        }
-        let extra = |what: &str| format!("entry {:?} of type {} has a `{what}`", r.path, r.kind);
-        let kind = match r.kind.as_str() {
-            "dir" => {
-                if r.size.is_some() || r.digest.is_some() || r.target.is_some() {
-                    return Err(extra("size, digest or target"));
-                }
-                EntryKind::Dir
-            }
-            "file" => {
-                if r.target.is_some() {
-                    return Err(extra("target"));
-                }
-                let (Some(size), Some(digest)) = (r.size, r.digest) else {
-                    return Err(format!("file entry {:?} lacks size or digest", r.path));
-                };
-                if size == 0 && digest != Sha256Digest::empty() {
-                    return Err(format!(
-                        "empty file entry {:?} has a non-empty digest",
-                        r.path
-                    ));
-                }
-                EntryKind::File { size, digest }
-            }
-            "symlink" | "hardlink" => {
-                if r.size.is_some() || r.digest.is_some() {
-                    return Err(extra("size or digest"));
-                }
-                let Some(target) = r.target else {
-                    return Err(format!("{} entry {:?} lacks a target", r.kind, r.path));
-                };
-                if r.kind == "symlink" {
-                    if target.is_empty() || target.contains('\0') || target.len() > MAX_PATH_LEN {
-                        return Err(format!("symlink {:?} has an invalid target", r.path));
-                    }
-                    EntryKind::Symlink { target }
-                } else {
-                    let target = EntryPath::try_from(target).map_err(|e| e.to_string())?;
-                    EntryKind::Hardlink { target }
-                }
-            }
-            other => {
-                let other: String = other.chars().take(40).collect();
-                return Err(format!("entry {:?} has unknown type {other:?}", r.path));
-            }
-        };
-        Ok(Entry {
-            path: r.path,
-            mode: r.mode,
-            kind,
-        })
-    }
-}
-
-impl From<Entry> for RawEntry {
-    fn from(e: Entry) -> RawEntry {
-        let kind = e.type_name().to_owned();
-        let (size, digest, target) = match e.kind {
-            EntryKind::Dir => (None, None, None),
-            EntryKind::File { size, digest } => (Some(size), Some(digest), None),
-            EntryKind::Symlink { target } => (None, None, Some(target)),
-            EntryKind::Hardlink { target } => (None, None, Some(target.0)),
-        };
-        RawEntry {
-            path: e.path,
-            kind,
-            mode: e.mode,
-            size,
-            digest,
-            target,
-        }
-    }
+    /// An image that names a blob that is not stored.
+    #[error("image {image} names a blob {digest} that is not stored")]
+    ImageBlobMissing {
+        /// The image reference.
+        image: String,
+        /// The digest it names.
+        digest: Sha256Digest,
+    },
+    /// The install section breaks a rule.
+    #[error(transparent)]
+    Install(#[from] InstallError),
 }
 
 /// The full index of an installer. Constructing one (by deserializing or with
@@ -309,8 +199,8 @@ fn is_default(i: &InstallConfig) -> bool {
 }
 
 impl TryFrom<RawIndex> for Index {
-    type Error = String;
-    fn try_from(r: RawIndex) -> Result<Self, String> {
+    type Error = IndexError;
+    fn try_from(r: RawIndex) -> Result<Self, IndexError> {
         Index::new(r.frames, r.blobs, r.entries, r.images)?.with_install(r.install)
     }
 }
@@ -334,39 +224,35 @@ impl Index {
         blobs: Vec<Blob>,
         entries: Vec<Entry>,
         images: Vec<Image>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, IndexError> {
         let mut raw_starts = Vec::with_capacity(frames.len() + 1);
         let mut stored_starts = Vec::with_capacity(frames.len() + 1);
         let (mut raw, mut stored) = (0u64, 0u64);
         for (i, f) in frames.iter().enumerate() {
             if f.raw_len == 0 || f.raw_len > MAX_FRAME_RAW {
-                return Err(format!(
-                    "frame {i} declares {} decoded bytes (1..=16 MiB allowed)",
-                    f.raw_len
-                ));
+                return Err(IndexError::FrameSize {
+                    frame: i,
+                    raw_len: f.raw_len,
+                });
             }
             if f.codec == Codec::Raw && f.stored_len != f.raw_len {
-                return Err(format!(
-                    "raw frame {i} has different stored and decoded lengths"
-                ));
+                return Err(IndexError::RawFrameLength { frame: i });
             }
             if f.stored_len == 0 {
-                return Err(format!("frame {i} is empty"));
+                return Err(IndexError::EmptyFrame { frame: i });
             }
             raw_starts.push(raw);
             stored_starts.push(stored);
-            raw = raw
-                .checked_add(f.raw_len)
-                .ok_or("raw stream length overflows")?;
+            raw = raw.checked_add(f.raw_len).ok_or(IndexError::RawOverflow)?;
             stored = stored
                 .checked_add(f.stored_len)
-                .ok_or("frames length overflows")?;
+                .ok_or(IndexError::StoredOverflow)?;
         }
         raw_starts.push(raw);
         stored_starts.push(stored);
 
         if blobs.windows(2).any(|w| w[0].digest >= w[1].digest) {
-            return Err("blobs are not sorted by digest or not unique".into());
+            return Err(IndexError::BlobsUnsorted);
         }
         let mut spans: Vec<(u64, u64)> = Vec::with_capacity(blobs.len());
         for b in &blobs {
@@ -377,20 +263,22 @@ impl Index {
             match end {
                 Some(end) => spans.push((b.raw_offset, end)),
                 None => {
-                    return Err(format!(
-                        "blob {} of {} bytes at {} lies outside the {raw}-byte raw stream",
-                        b.digest, b.size, b.raw_offset
-                    ))
+                    return Err(IndexError::BlobOutside {
+                        digest: b.digest,
+                        size: b.size,
+                        raw_offset: b.raw_offset,
+                        raw_len: raw,
+                    })
                 }
             }
         }
         spans.sort_unstable();
         if spans.windows(2).any(|w| w[1].0 < w[0].1) {
-            return Err("two blobs overlap in the raw stream".into());
+            return Err(IndexError::BlobsOverlap);
         }
 
         if entries.windows(2).any(|w| w[0].path >= w[1].path) {
-            return Err("entries are not sorted by path or not unique".into());
+            return Err(IndexError::EntriesUnsorted);
         }
         let by_path: HashMap<&str, usize> = entries
             .iter()
@@ -403,33 +291,41 @@ impl Index {
             if let Some(parent) = e.path.parent() {
                 match by_path.get(parent).map(|&p| &entries[p].kind) {
                     Some(EntryKind::Dir) => {}
-                    Some(_) => return Err(format!("entry {:?} lies under a non-folder", e.path)),
-                    None => return Err(format!("entry {:?} has no parent folder entry", e.path)),
+                    Some(_) => {
+                        return Err(IndexError::UnderNonFolder {
+                            path: e.path.clone(),
+                        })
+                    }
+                    None => {
+                        return Err(IndexError::NoParent {
+                            path: e.path.clone(),
+                        })
+                    }
                 }
             }
             match &e.kind {
                 EntryKind::File { size, digest } if *size > 0 => match blob_sizes.get(digest) {
                     Some(s) if s == size => {}
                     Some(s) => {
-                        return Err(format!(
-                            "file {:?} declares {size} bytes but its blob has {s}",
-                            e.path
-                        ))
+                        return Err(IndexError::FileSize {
+                            path: e.path.clone(),
+                            size: *size,
+                            blob_size: *s,
+                        })
                     }
                     None => {
-                        return Err(format!(
-                            "file {:?} names a blob {digest} that is not stored",
-                            e.path
-                        ))
+                        return Err(IndexError::FileBlobMissing {
+                            path: e.path.clone(),
+                            digest: *digest,
+                        })
                     }
                 },
                 EntryKind::Hardlink { target } => match by_path.get(target.as_str()) {
                     Some(&t) if t < i && matches!(entries[t].kind, EntryKind::File { .. }) => {}
                     _ => {
-                        return Err(format!(
-                            "hardlink {:?} does not name an earlier file",
-                            e.path
-                        ))
+                        return Err(IndexError::HardlinkTarget {
+                            path: e.path.clone(),
+                        })
                     }
                 },
                 _ => {}
@@ -444,17 +340,22 @@ impl Index {
             )
         };
         if images.windows(2).any(|w| key(&w[0]) >= key(&w[1])) {
-            return Err("images are not sorted or not unique".into());
+            return Err(IndexError::ImagesUnsorted);
         }
         let mut tags = std::collections::HashSet::new();
         for img in &images {
             if img.tag.is_some() && !tags.insert((&img.registry, &img.repository, &img.tag)) {
-                return Err(format!("image {img} appears twice with different digests"));
+                return Err(IndexError::ImageTwice {
+                    image: img.to_string(),
+                });
             }
             let digests = img.manifests.iter().map(|m| &m.digest).chain(&img.blobs);
             for d in digests {
                 if !blob_sizes.contains_key(d) {
-                    return Err(format!("image {img} names a blob {d} that is not stored"));
+                    return Err(IndexError::ImageBlobMissing {
+                        image: img.to_string(),
+                        digest: *d,
+                    });
                 }
             }
         }
@@ -471,7 +372,7 @@ impl Index {
 
     /// Sets the install section (engine and hooks), checking that every payload path it
     /// names is a file (or folder) entry and every hook a stored blob.
-    pub fn with_install(mut self, install: InstallConfig) -> Result<Self, String> {
+    pub fn with_install(mut self, install: InstallConfig) -> Result<Self, IndexError> {
         let blob_sizes: HashMap<Sha256Digest, u64> =
             self.blobs.iter().map(|b| (b.digest, b.size)).collect();
         crate::install::validate(&install, &self.entries, &blob_sizes)?;
@@ -551,42 +452,6 @@ impl Index {
     }
 }
 
-/// What `info` shows; stored separately from the index so it reads in microseconds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Meta {
-    /// Installer name.
-    pub name: String,
-    /// Installer version.
-    pub version: String,
-    /// `os/arch[/variant]` the payload is for.
-    pub platform: String,
-    /// Build time (seconds since the epoch; `SOURCE_DATE_EPOCH` or a fixed date).
-    pub created: u64,
-    /// Modification time given to every extracted entry.
-    pub mtime: u64,
-    /// Program and version that wrote the file.
-    pub builder: String,
-    /// Number of regular files.
-    pub files: u64,
-    /// Number of folders.
-    pub dirs: u64,
-    /// Number of symbolic links.
-    pub symlinks: u64,
-    /// Number of hard links.
-    pub hardlinks: u64,
-    /// Sum of file sizes.
-    pub total_size: u64,
-    /// Sum of stored frame lengths.
-    pub stored_size: u64,
-    /// Number of distinct contents stored.
-    pub blob_count: u64,
-    /// Number of frames.
-    pub frame_count: u64,
-    /// Number of captured images.
-    #[serde(default)]
-    pub images: u64,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -620,31 +485,6 @@ mod tests {
     }
 
     #[test]
-    fn escaping_and_odd_paths_are_rejected() {
-        for bad in [
-            "",
-            "/etc/passwd",
-            "a/../b",
-            "..",
-            "a//b",
-            "./a",
-            "a/",
-            "a\0b",
-        ] {
-            assert!(
-                EntryPath::try_from(bad.to_owned()).is_err(),
-                "{bad:?} accepted"
-            );
-        }
-        for good in ["a", "a b/c", "-rf", "naïve/файл", "a/.hidden", "..a"] {
-            assert!(
-                EntryPath::try_from(good.to_owned()).is_ok(),
-                "{good:?} rejected"
-            );
-        }
-    }
-
-    #[test]
     fn entry_under_a_symlink_is_rejected() {
         let link = Entry {
             path: "a".to_owned().try_into().unwrap(),
@@ -653,8 +493,9 @@ mod tests {
                 target: "/etc".into(),
             },
         };
-        let err =
-            Index::new(vec![], vec![], vec![link, file("a/passwd", b"")], vec![]).unwrap_err();
+        let err = Index::new(vec![], vec![], vec![link, file("a/passwd", b"")], vec![])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("non-folder"), "{err}");
     }
 
@@ -662,9 +503,11 @@ mod tests {
     fn missing_parent_and_unsorted_entries_are_rejected() {
         assert!(Index::new(vec![], vec![], vec![file("a/b", b"")], vec![])
             .unwrap_err()
+            .to_string()
             .contains("parent"));
-        let err =
-            Index::new(vec![], vec![], vec![file("b", b""), file("a", b"")], vec![]).unwrap_err();
+        let err = Index::new(vec![], vec![], vec![file("b", b""), file("a", b"")], vec![])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("sorted"), "{err}");
     }
 
@@ -680,6 +523,7 @@ mod tests {
         }];
         assert!(Index::new(vec![frame(10)], past, vec![], vec![])
             .unwrap_err()
+            .to_string()
             .contains("outside"));
         let overlap = vec![
             Blob {
@@ -695,6 +539,7 @@ mod tests {
         ];
         assert!(Index::new(vec![frame(10)], overlap, vec![], vec![])
             .unwrap_err()
+            .to_string()
             .contains("overlap"));
     }
 
@@ -711,13 +556,17 @@ mod tests {
             size: 10 << 30,
             digest: Sha256Digest::of(data),
         };
-        let err = Index::new(vec![frame(4)], vec![blob], vec![lying], vec![]).unwrap_err();
+        let err = Index::new(vec![frame(4)], vec![blob], vec![lying], vec![])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("declares"), "{err}");
     }
 
     #[test]
     fn huge_frames_are_rejected() {
-        let err = Index::new(vec![frame(MAX_FRAME_RAW + 1)], vec![], vec![], vec![]).unwrap_err();
+        let err = Index::new(vec![frame(MAX_FRAME_RAW + 1)], vec![], vec![], vec![])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("16 MiB"), "{err}");
     }
 

@@ -10,7 +10,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Sha256Digest;
-use crate::index::{Entry, EntryKind};
+use crate::entry::{Entry, EntryKind};
 
 /// What `install` does beyond files, registry and mirror config.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,25 +122,72 @@ pub struct Hook {
     pub size: u64,
 }
 
+/// Which rule of SPEC.md an install section breaks.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InstallError {
+    /// A program path that is not a (non-empty) file of the payload.
+    #[error("engine {engine}: {role} {path:?} is not a file of the payload")]
+    NotAFile {
+        /// `containerd` or `k3s`.
+        engine: &'static str,
+        /// The program's role, such as `runc`.
+        role: &'static str,
+        /// The path given.
+        path: String,
+    },
+    /// A containerd namespace containerd would refuse.
+    #[error("engine containerd: namespace {0:?} is not a containerd namespace")]
+    Namespace(String),
+    /// A k3s manifests path that is not a folder of the payload.
+    #[error("engine k3s: manifests {0:?} is not a folder of the payload")]
+    ManifestsNotAFolder(String),
+    /// A k3s argument with a NUL byte.
+    #[error("engine k3s: an argument contains NUL")]
+    ArgumentHasNul,
+    /// A k3s readiness timeout of zero.
+    #[error("engine k3s: ready_timeout_secs is 0")]
+    ZeroTimeout,
+    /// Hooks out of stage order, or two for one stage.
+    #[error("hooks are not in stage order or a stage has two")]
+    HookOrder,
+    /// A hook whose blob is not stored with its size.
+    #[error("hook {stage} ({script}) names a blob {digest} of {size} bytes that is not stored")]
+    HookBlobMissing {
+        /// The hook's stage.
+        stage: HookStage,
+        /// Where the script came from.
+        script: String,
+        /// The digest it names.
+        digest: Sha256Digest,
+        /// The size it names.
+        size: u64,
+    },
+    /// A hook source name that is too long or holds NUL.
+    #[error("hook {0} has an invalid source name")]
+    HookSource(HookStage),
+}
+
 /// Checks the install section against the entries and stored blobs.
 pub(crate) fn validate(
     install: &InstallConfig,
     entries: &[Entry],
     blob_sizes: &HashMap<Sha256Digest, u64>,
-) -> Result<(), String> {
+) -> Result<(), InstallError> {
     let kind_of = |path: &str| {
         entries
             .binary_search_by(|e| e.path.as_str().cmp(path))
             .ok()
             .map(|i| &entries[i].kind)
     };
-    let file = |role: &str, path: &str| match kind_of(path) {
+    let file = |role: &'static str, path: &str| match kind_of(path) {
         Some(EntryKind::File { size, .. }) if *size > 0 => Ok(()),
         Some(EntryKind::Hardlink { .. }) => Ok(()),
-        _ => Err(format!(
-            "engine {}: {role} {path:?} is not a file of the payload",
-            install.engine.kind()
-        )),
+        _ => Err(InstallError::NotAFile {
+            engine: install.engine.kind(),
+            role,
+            path: path.to_owned(),
+        }),
     };
     match &install.engine {
         Engine::None => {}
@@ -159,41 +206,38 @@ pub(crate) fn validate(
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
             if !ok {
-                return Err(format!(
-                    "engine containerd: namespace {:?} is not a containerd namespace",
-                    c.namespace
-                ));
+                return Err(InstallError::Namespace(c.namespace.clone()));
             }
         }
         Engine::K3s(k) => {
             file("binary", &k.binary)?;
             if let Some(m) = &k.manifests {
                 if !matches!(kind_of(m), Some(EntryKind::Dir)) {
-                    return Err(format!(
-                        "engine k3s: manifests {m:?} is not a folder of the payload"
-                    ));
+                    return Err(InstallError::ManifestsNotAFolder(m.clone()));
                 }
             }
             if k.args.iter().any(|a| a.contains('\0')) {
-                return Err("engine k3s: an argument contains NUL".into());
+                return Err(InstallError::ArgumentHasNul);
             }
             if k.ready_timeout_secs == 0 {
-                return Err("engine k3s: ready_timeout_secs is 0".into());
+                return Err(InstallError::ZeroTimeout);
             }
         }
     }
     if install.hooks.windows(2).any(|w| w[0].stage >= w[1].stage) {
-        return Err("hooks are not in stage order or a stage has two".into());
+        return Err(InstallError::HookOrder);
     }
     for h in &install.hooks {
         if blob_sizes.get(&h.digest) != Some(&h.size) {
-            return Err(format!(
-                "hook {} ({}) names a blob {} of {} bytes that is not stored",
-                h.stage, h.source, h.digest, h.size
-            ));
+            return Err(InstallError::HookBlobMissing {
+                stage: h.stage,
+                script: h.source.clone(),
+                digest: h.digest,
+                size: h.size,
+            });
         }
         if h.source.len() > 4096 || h.source.contains('\0') {
-            return Err(format!("hook {} has an invalid source name", h.stage));
+            return Err(InstallError::HookSource(h.stage));
         }
     }
     Ok(())
@@ -236,7 +280,7 @@ mod tests {
         assert!(validate(&containerd("containerd"), &entries, &sizes).is_ok());
         let err = validate(&containerd("../runc"), &entries, &sizes).unwrap_err();
         assert_eq!(
-            err,
+            err.to_string(),
             "engine containerd: runc \"../runc\" is not a file of the payload"
         );
 
@@ -254,6 +298,7 @@ mod tests {
         install.hooks = vec![hook(HookStage::PreInstall, 11 << 30)];
         assert!(validate(&install, &entries, &sizes)
             .unwrap_err()
+            .to_string()
             .contains("that is not stored"));
         install.hooks = vec![
             hook(HookStage::PostInstall, 10),
@@ -261,6 +306,7 @@ mod tests {
         ];
         assert!(validate(&install, &entries, &sizes)
             .unwrap_err()
+            .to_string()
             .contains("stage order"));
     }
 

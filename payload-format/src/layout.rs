@@ -1,6 +1,7 @@
 //! Fixed-size binary structures: the header after the stub and the trailer at the end.
 
-use crate::{Error, Result, Sha256Digest};
+use crate::digest::Sha256Digest;
+use crate::error::{Error, Result};
 
 /// Format version this crate writes and reads.
 pub const FORMAT_VERSION: u32 = 1;

@@ -6,6 +6,8 @@
 //!   de-duplicated blobs, bounded memory, deterministic output).
 //! - [`Installer::open`] checks the trailer of a mapped file in microseconds and explains a
 //!   missing one; [`Installer::load_index`] checks and parses the index into a [`Payload`].
+//! - [`Meta`] is the record `info` shows; [`Name`] and [`Version`] hold the one rule for an
+//!   installer's name and version, which the builder and the installer both apply.
 //! - [`Payload`] gives random access to any blob ([`Payload::blob_reader`]), frame-level
 //!   parallel decoding ([`Payload::decode_frame`]) and [`Payload::verify`]. Every byte is
 //!   checked against a SHA-256 before it is handed out.
@@ -38,28 +40,33 @@
 
 mod digest;
 mod elf;
+mod entry;
 mod error;
 mod image;
 mod index;
 mod install;
 mod layout;
+mod meta;
 mod reader;
 mod summary;
 mod writer;
 
 pub use digest::{DigestParseError, Sha256Digest};
 pub use elf::declared_elf_end;
+pub use entry::{Entry, EntryError, EntryKind, EntryPath, PathError, MAX_PATH_LEN};
 pub use error::{Error, Result};
-pub use image::{is_valid_registry, is_valid_repository, is_valid_tag, Image, ManifestRef};
-pub use index::{
-    Blob, Codec, Entry, EntryKind, EntryPath, Frame, Index, Meta, PathError, MAX_FRAME_RAW,
-    MAX_PATH_LEN,
+pub use image::{
+    is_valid_registry, is_valid_repository, is_valid_tag, Image, ImageError, ManifestRef,
 };
-pub use install::{ContainerdEngine, Engine, Hook, HookStage, InstallConfig, K3sEngine};
+pub use index::{Blob, Codec, Frame, Index, IndexError, MAX_FRAME_RAW};
+pub use install::{
+    ContainerdEngine, Engine, Hook, HookStage, InstallConfig, InstallError, K3sEngine,
+};
 pub use layout::{
     align_payload, Header, Trailer, FORMAT_VERSION, HEADER_LEN, HEADER_MAGIC, PAYLOAD_ALIGN,
     TRAILER_END_MAGIC, TRAILER_LEN, TRAILER_MAGIC,
 };
+pub use meta::{Meta, Name, NameError, Version, VersionError, MAX_LABEL_LEN};
 pub use reader::{BlobReader, Installer, Payload, VerifyReport};
 pub use summary::{human_bytes, Summary};
 pub use writer::{

@@ -6,9 +6,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
-use crate::index::{Blob, Codec, EntryKind, Index, Meta, MAX_INDEX_RAW};
+use crate::digest::Sha256Digest;
+use crate::entry::EntryKind;
+use crate::error::{Error, Result};
+use crate::index::{Blob, Codec, Index, MAX_INDEX_RAW};
 use crate::layout::{align_payload, Header, Trailer, FRAMES_OFFSET, HEADER_LEN};
-use crate::{Error, Result, Sha256Digest};
+use crate::meta::Meta;
 
 /// An installer whose trailer, header and meta record have been checked. Opening is cheap
 /// (no index, no content): `info` needs only this.

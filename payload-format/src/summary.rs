@@ -4,7 +4,9 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::{Installer, Meta, FORMAT_VERSION};
+use crate::layout::FORMAT_VERSION;
+use crate::meta::Meta;
+use crate::reader::Installer;
 
 /// The facts about an installer that are known without loading its index.
 #[derive(Debug, Clone, Serialize)]

@@ -9,11 +9,14 @@ use std::sync::{mpsc, Condvar, Mutex};
 
 use sha2::{Digest as _, Sha256};
 
+use crate::digest::Sha256Digest;
+use crate::entry::{Entry, EntryKind};
+use crate::error::{Error, Result};
 use crate::image::Image;
-use crate::index::{Blob, Codec, Entry, EntryKind, Frame, Index, Meta};
+use crate::index::{Blob, Codec, Frame, Index};
 use crate::install::InstallConfig;
 use crate::layout::{align_payload, Header, Trailer, FRAMES_OFFSET, HEADER_LEN, TRAILER_LEN};
-use crate::{Error, Result, Sha256Digest};
+use crate::meta::Meta;
 
 /// Decoded size of a full frame.
 pub const FRAME_SIZE: u64 = 4 << 20;

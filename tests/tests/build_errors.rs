@@ -85,6 +85,18 @@ fn dest_that_escapes_the_root_is_rejected_with_its_location() {
     );
 }
 
+/// Regression (issue 10, bug 3): `version: "1%2"` built an installer whose `install` then
+/// refused it ("invalid version"); the builder applies the installer's rule.
+#[test]
+fn version_the_installer_would_refuse_is_rejected_with_its_location() {
+    build_fails_at(
+        "name: demo\nversion: \"1%2\"\nfiles:\n  - src: src/\n    dest: /\n",
+        2,
+        10,
+        "invalid version `1%2`: it contains '%'",
+    );
+}
+
 /// Checks that a build into `output` fails with exit 1, names the place, and leaves no
 /// `.airlock-build-*` temporary file in `dir` (nor in the work folder).
 #[track_caller]

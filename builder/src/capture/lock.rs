@@ -208,7 +208,7 @@ mod tests {
         LockEntry {
             reference: reference.parse().unwrap(),
             digest: Sha256Digest([byte; 32]),
-            media_type: crate::image::OCI_MANIFEST.to_owned(),
+            media_type: "application/vnd.oci.image.manifest.v1+json".to_owned(),
         }
     }
 

@@ -13,9 +13,11 @@
 //! - [`download`]: one upstream fetch per blob however many clients ask, streamed to all of
 //!   them, checked against its digest before it is stored.
 //! - [`store`]: the capture folder (`DIR/blobs/sha256/`, `DIR/tmp/`).
-//! - [`lock`]: `DIR/airlock-capture.lock.json`, reference → digest.
+//! - [`lock`]: `DIR/airlock-capture.lock.json`, reference → digest; a leaf (it imports
+//!   only [`crate::reference`]), so the spec can read it.
 //! - [`server`]: hyper over TCP, with limits and a graceful stop on SIGINT/SIGTERM.
-//! - [`source`]: the build side, a capture folder as an image source.
+//!
+//! The build side, a capture folder as an image source, is [`crate::image::capture`].
 
 pub mod body;
 pub mod download;
@@ -23,7 +25,6 @@ pub mod error;
 pub mod lock;
 pub mod proxy;
 pub mod server;
-pub mod source;
 pub mod store;
 pub mod upstream;
 
@@ -39,7 +40,6 @@ pub use error::ProxyError;
 pub use lock::{Lock, LockEntry, LockError, LOCK_FILE};
 pub use proxy::Proxy;
 pub use server::{serve, shutdown_signal, ServeOptions};
-pub use source::{add_missing, image_specs, SourceError};
 
 use crate::image::registry::RegistryError;
 use crate::image::Mirror;

@@ -21,96 +21,18 @@ use std::path::{Path, PathBuf};
 use airlock_payload::{ManifestRef, Sha256Digest};
 use serde::{Deserialize, Serialize};
 
+use super::blob::{verify_hashed, CapturedImage, FileRange, ImageBlob};
+use super::collect::{finish, Collected};
+use super::error::{io_kind, ArchiveError, ErrorKind};
 use super::layout::{capture_from, LayoutIndex, RangeStore, REF_NAME};
-use super::{
-    finish, io_kind, verify_hashed, CapturedImage, Collected, ConfigPlatform, DescPlatform,
-    ErrorKind, FileRange, ImageBlob, OCI_CONFIG, OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_MANIFEST,
-};
+use super::manifest::{ConfigPlatform, DescPlatform, Descriptor};
+use super::media::{OCI_CONFIG, OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_MANIFEST};
 use crate::progress::ImageBar;
 use crate::reference::ImageRef;
 use crate::spec::Platform;
 
 /// The annotation containerd and docker put the full image name in.
 pub const IMAGE_NAME: &str = "io.containerd.image.name";
-
-/// What can be wrong with a docker-archive.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ArchiveError {
-    /// The tar could not be read.
-    #[error("failed to read {} as a tar archive", .path.display())]
-    Tar {
-        /// The archive.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-    /// Neither `manifest.json` nor `index.json`.
-    #[error("{} is not a docker-archive: it has neither manifest.json nor index.json", .0.display())]
-    NotAnArchive(PathBuf),
-    /// Several images and no `:REF`.
-    #[error("{} holds several images ({}): name one as docker-archive:{}:REF", .path.display(), .available.join(", "), .path.display())]
-    Ambiguous {
-        /// The archive.
-        path: PathBuf,
-        /// The names it has.
-        available: Vec<String>,
-    },
-    /// `:REF` names no image of the archive.
-    #[error("image `{wanted}` not found in {} (it holds: {})", .path.display(), if .available.is_empty() { "no tagged image".to_owned() } else { .available.join(", ") })]
-    NotFound {
-        /// The archive.
-        path: PathBuf,
-        /// The name asked for.
-        wanted: String,
-        /// The names it has.
-        available: Vec<String>,
-    },
-    /// A member named by the archive's manifest is missing.
-    #[error("{}: member {member} is missing", .path.display())]
-    Missing {
-        /// The archive.
-        path: PathBuf,
-        /// The member.
-        member: String,
-    },
-    /// A JSON member could not be parsed.
-    #[error("failed to parse {member} in {}", .path.display())]
-    Json {
-        /// The archive.
-        path: PathBuf,
-        /// The member.
-        member: String,
-        /// The parser's message.
-        #[source]
-        source: serde_json::Error,
-    },
-    /// A layer's content differs from the config's diff_id.
-    #[error("layer {member} in {} has content digest {actual}, but the config's diff_id is {expected}", .path.display())]
-    DiffId {
-        /// The archive.
-        path: PathBuf,
-        /// The layer member.
-        member: String,
-        /// The diff_id.
-        expected: String,
-        /// The digest of its (uncompressed) content.
-        actual: Sha256Digest,
-    },
-    /// The config lists another number of diff_ids than there are layers.
-    #[error("{}: the config of {image} lists {diff_ids} diff_ids for {layers} layers", .path.display())]
-    LayerCount {
-        /// The archive.
-        path: PathBuf,
-        /// The image's first tag or config.
-        image: String,
-        /// How many diff_ids.
-        diff_ids: usize,
-        /// How many layers.
-        layers: usize,
-    },
-}
 
 /// Where a member's data is inside the archive.
 #[derive(Debug, Clone)]
@@ -293,7 +215,7 @@ pub fn capture(
     let location = file.display().to_string();
     if tar.range("index.json").is_some() {
         let index: LayoutIndex = tar.json("index.json")?;
-        let names = |d: &super::Descriptor| {
+        let names = |d: &Descriptor| {
             d.annotation(IMAGE_NAME)
                 .or(d.annotation(REF_NAME))
                 .unwrap_or(&d.digest)

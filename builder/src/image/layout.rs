@@ -12,10 +12,10 @@ use std::path::Path;
 use airlock_payload::{BlobSource, Sha256Digest};
 use serde::Deserialize;
 
-use super::{
-    collect, finish, io_kind, verify_hashed, BlobKind, BlobStore, CapturedImage, Descriptor,
-    ErrorKind, FileRange, Top,
-};
+use super::blob::{verify_bytes, verify_hashed, BlobKind, BlobStore, CapturedImage, FileRange};
+use super::collect::{collect, finish, Top};
+use super::error::{io_kind, ErrorKind};
+use super::manifest::Descriptor;
 use crate::progress::ImageBar;
 use crate::reference::ImageRef;
 use crate::spec::Platform;
@@ -115,7 +115,7 @@ where
             .reader()
             .and_then(|mut r| r.read_to_end(&mut bytes))
             .map_err(io_kind(format!("read blob {digest} in {}", self.location)))?;
-        super::verify_bytes(&bytes, digest, size)?;
+        verify_bytes(&bytes, digest, size)?;
         Ok(bytes)
     }
 

@@ -29,83 +29,18 @@ use oci_client::Client;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
-use super::{
-    collect, finish, io_kind, verify_bytes, verify_hashed, BlobKind, BlobStore, CapturedImage,
-    ErrorKind, FileRange, Top, MANIFEST_TYPES,
-};
+pub use super::error::RegistryError;
+
+use super::blob::{verify_bytes, verify_hashed, BlobKind, BlobStore, CapturedImage, FileRange};
+use super::collect::{collect, finish, Top};
+use super::error::{io_kind, ErrorKind};
+use super::media::MANIFEST_TYPES;
 use crate::progress::ImageBar;
 use crate::reference::ImageRef;
 use crate::spec::Platform;
 
 /// Layers of one image downloaded at once.
 const PARALLEL_BLOBS: usize = 3;
-
-/// What went wrong talking to a registry.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RegistryError {
-    /// No connection (refused, no route, DNS, timeout).
-    #[error("registry {registry} is unreachable")]
-    Unreachable {
-        /// The host contacted (and the upstream it mirrors).
-        registry: String,
-        /// The client's error.
-        #[source]
-        source: Box<OciDistributionError>,
-    },
-    /// The registry refused the credentials, or anonymous access.
-    #[error("registry {registry} refused access to {reference} (authentication failed; credentials come from {auth_file})")]
-    Auth {
-        /// The host contacted.
-        registry: String,
-        /// What was pulled.
-        reference: String,
-        /// Where credentials were looked up.
-        auth_file: String,
-        /// The client's error.
-        #[source]
-        source: Box<OciDistributionError>,
-    },
-    /// The tag, digest or repository does not exist there.
-    #[error("{reference} not found on registry {registry}")]
-    NotFound {
-        /// The host contacted.
-        registry: String,
-        /// What was pulled.
-        reference: String,
-        /// The client's error.
-        #[source]
-        source: Box<OciDistributionError>,
-    },
-    /// Any other failure.
-    #[error("failed to pull {reference} from registry {registry}")]
-    Other {
-        /// The host contacted.
-        registry: String,
-        /// What was pulled.
-        reference: String,
-        /// The client's error.
-        #[source]
-        source: Box<OciDistributionError>,
-    },
-    /// A `--registry-mirror` value that is not `HOST=URL`.
-    #[error(
-        "invalid registry mirror `{0}`: expected HOST=URL such as docker.io=http://127.0.0.1:5000"
-    )]
-    BadMirror(String),
-    /// The credentials file could not be read or parsed.
-    #[error("failed to read registry credentials from {}", .path.display())]
-    AuthFile {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-    /// The download runtime could not start.
-    #[error("failed to start the download runtime")]
-    Runtime(#[source] io::Error),
-}
 
 /// `--registry-mirror HOST=URL`: images of upstream `HOST` are fetched from `URL`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,7 @@ use airlock_payload::Sha256Digest;
 
 use super::testutil::{layer, tar_bytes, Layout};
 use super::*;
-use crate::spec::ImageSource;
+use crate::spec::{ImageSource, ImageSpec};
 
 fn options(platform: &str) -> CaptureOptions {
     CaptureOptions {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use airlock_payload::Sha256Digest;
 use serde_json::{json, Value};
 
-use super::{OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_MANIFEST};
+use super::media::{OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_MANIFEST};
 
 /// A tar holding `files` (fixed mtimes and owners).
 pub fn tar_bytes(files: &[(&str, &[u8])]) -> Vec<u8> {

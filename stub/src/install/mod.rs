@@ -49,45 +49,25 @@ pub use fsutil::resolve;
 /// and logs.
 pub const STATE_DIR: &str = "/var/lib/airlock";
 
-/// Checks an installer name as the spec allows it: `[a-z0-9][a-z0-9-]*`.
+/// Checks an installer name as the spec allows it: `[a-z0-9][a-z0-9-]*` (the rule lives in
+/// [`airlock_payload::Name`], which the builder applies too).
 pub fn validate_name(name: &str) -> Result<()> {
-    let ok = name
-        .bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && name.len() <= 128;
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidName {
-            what: "name",
-            value: name.to_owned(),
-            why: "expected [a-z0-9][a-z0-9-]*",
-        })
-    }
+    airlock_payload::Name::validate(name).map_err(|e| Error::InvalidName {
+        what: "name",
+        value: name.to_owned(),
+        why: e.reason(),
+    })
 }
 
-/// Checks that a version can be part of a file name: no `/`, no leading `.`, printable
-/// ASCII without blanks.
+/// Checks that a version can be part of a file name (the rule lives in
+/// [`airlock_payload::Version`], which the builder applies too): no `/`, `\` or `%`, no
+/// leading `.`, printable ASCII without blanks.
 pub fn validate_version(version: &str) -> Result<()> {
-    let ok = !version.is_empty()
-        && version.len() <= 128
-        && !version.starts_with('.')
-        && version
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b'\\' | b'%'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidName {
-            what: "version",
-            value: version.to_owned(),
-            why: "it must be usable in a file name (no '/', no leading '.', no blanks)",
-        })
-    }
+    airlock_payload::Version::validate(version).map_err(|e| Error::InvalidName {
+        what: "version",
+        value: version.to_owned(),
+        why: e.reason(),
+    })
 }
 
 #[cfg(test)]

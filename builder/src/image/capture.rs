@@ -1,4 +1,5 @@
-//! A capture folder as an image source: `images: - from: capture:DIR` and
+//! A capture folder as an image source (`airlock capture` wrote it; the lock file is
+//! [`crate::capture::lock`]): `images: - from: capture:DIR` and
 //! `airlock build --from-capture DIR`. No network: every blob comes from `DIR`, checked
 //! against its digest as it is read.
 //!
@@ -12,85 +13,18 @@
 //! whose blobs were not all fetched (a client that already had a layer does not fetch it)
 //! fails the same way: capture with clients that start with an empty content store.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use airlock_payload::Sha256Digest;
 
-use super::lock::{Lock, LockEntry, LockError};
-use crate::image::layout::{capture_from, RangeStore};
-use crate::image::{CapturedImage, Descriptor, ErrorKind, FileRange};
+use super::blob::{CapturedImage, FileRange};
+use super::error::{CaptureError, ErrorKind};
+use super::layout::{capture_from, RangeStore};
+use super::manifest::Descriptor;
+use crate::capture::lock::{Lock, LockEntry};
 use crate::progress::ImageBar;
 use crate::reference::ImageRef;
-use crate::spec::{ImageSource, ImageSpec, Platform};
-
-/// A capture folder cannot give an image.
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    /// The lock file is missing or bad.
-    #[error(transparent)]
-    Lock(#[from] LockError),
-    /// The lock file has no such reference.
-    #[error("{reference} was not captured in {} (it has: {})", .dir.display(), list(.available))]
-    NotCaptured {
-        /// The reference asked for.
-        reference: String,
-        /// The capture folder.
-        dir: PathBuf,
-        /// What it has.
-        available: Vec<String>,
-    },
-    /// A blob of the image is not in the capture.
-    #[error("the capture {} lacks blob {digest}: no client fetched it while capturing (a platform the clients did not pull, or a layer they already had)", .dir.display())]
-    Incomplete {
-        /// The capture folder.
-        dir: PathBuf,
-        /// The missing blob.
-        digest: Sha256Digest,
-    },
-}
-
-fn list(items: &[String]) -> String {
-    if items.is_empty() {
-        "nothing".to_owned()
-    } else {
-        items.join(", ")
-    }
-}
-
-/// One `images` entry per reference in `dir`'s lock file, served under that reference.
-pub fn image_specs(dir: &Path) -> Result<Vec<ImageSpec>, LockError> {
-    let lock = Lock::load(dir)?;
-    Ok(lock
-        .entries()
-        .iter()
-        .map(|e| ImageSpec {
-            reference: e.reference.clone(),
-            from: Some(ImageSource::Capture {
-                dir: dir.to_owned(),
-            }),
-        })
-        .collect())
-}
-
-/// Adds `extra` entries to `images`, skipping those whose name an entry already serves (the
-/// entry listed first wins, so an explicit `ref` wins over a capture's).
-pub fn add_missing(images: &mut Vec<ImageSpec>, extra: Vec<ImageSpec>) {
-    for spec in extra {
-        let r = &spec.reference;
-        let taken = images.iter().any(|i| {
-            let s = &i.reference;
-            s.registry() == r.registry()
-                && s.repository() == r.repository()
-                && s.tag() == r.tag()
-                && (r.tag().is_some() || s.digest() == r.digest())
-        });
-        if taken {
-            tracing::debug!(reference = %r, "listed before; the capture's copy is not used");
-        } else {
-            images.push(spec);
-        }
-    }
-}
+use crate::spec::Platform;
 
 /// The lock entry that `served` names: same repository, and the same tag (or, for a
 /// reference by digest only, the same digest).
@@ -114,10 +48,10 @@ pub fn capture(
     platform: &Platform,
     bar: &ImageBar,
 ) -> Result<CapturedImage, ErrorKind> {
-    let err = |e: SourceError| ErrorKind::Capture(Box::new(e));
+    let err = |e: CaptureError| ErrorKind::Capture(Box::new(e));
     let lock = Lock::load(dir).map_err(|e| err(e.into()))?;
     let entry = find(&lock, served).ok_or_else(|| {
-        err(SourceError::NotCaptured {
+        err(CaptureError::NotCaptured {
             reference: served.to_string(),
             dir: dir.to_owned(),
             available: lock
@@ -131,7 +65,7 @@ pub fn capture(
     let top = blobs.join(entry.digest.hex());
     let size = std::fs::metadata(&top)
         .map_err(|_| {
-            err(SourceError::Incomplete {
+            err(CaptureError::Incomplete {
                 dir: dir.to_owned(),
                 digest: entry.digest,
             })
@@ -152,7 +86,7 @@ pub fn capture(
         },
     };
     capture_from(&store, &desc, served, platform, bar).map_err(|e| match e {
-        ErrorKind::BlobMissing { digest, .. } => err(SourceError::Incomplete {
+        ErrorKind::BlobMissing { digest, .. } => err(CaptureError::Incomplete {
             dir: dir.to_owned(),
             digest,
         }),
