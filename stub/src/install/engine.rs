@@ -10,12 +10,12 @@ use std::path::Path;
 use airlock_payload::{Engine, Index};
 
 use super::containerd;
-use super::fsutil::write_atomic;
+use super::fsutil::{resolve, write_atomic, PathKind};
 use super::host::Host;
 use super::k3s;
-use super::record::{PathKind, Record, Supervision};
-use super::service::{start_service, ServiceDef, ServiceMode, StartedService};
-use super::{resolve, Result};
+use super::record::Record;
+use super::service::{start_service, ServiceDef, ServiceMode, StartedService, Supervision};
+use super::Result;
 
 /// What the engine step needs to know.
 pub struct EngineStep<'a> {
@@ -84,7 +84,7 @@ fn start(
         && def.daemon.is_running(step.root, step.host)?.is_some()
     {
         def.daemon
-            .stop(step.root, step.host, super::record::STOP_TIMEOUT)?;
+            .stop(step.root, step.host, super::service::STOP_TIMEOUT)?;
     }
     let files = def.files();
     let ahead: Vec<(&str, PathKind)> = files.iter().map(|f| (f.as_str(), PathKind::File)).collect();

@@ -24,12 +24,12 @@ use std::time::{Duration, Instant};
 
 use airlock_payload::{EntryKind, Index, K3sEngine};
 
-use super::fsutil::write_atomic;
+use super::fsutil::{resolve, write_atomic, PathKind};
 use super::host::Host;
 use super::mirror::K3S_REGISTRIES;
-use super::record::{PathKind, Record};
+use super::record::Record;
 use super::service::{unit_text, Daemon, ServiceDef, UnitSpec};
-use super::{resolve, Error, Result};
+use super::{Error, Result};
 
 /// k3s's data folder, inside the root.
 pub const DATA_DIR: &str = "/var/lib/rancher/k3s";

@@ -30,7 +30,7 @@
 pub mod containerd;
 pub mod engine;
 pub mod error;
-mod fsutil;
+pub mod fsutil;
 pub mod hooks;
 pub mod host;
 pub mod k3s;
@@ -41,9 +41,9 @@ pub mod preflight;
 pub mod record;
 pub mod run;
 pub mod service;
+pub mod undo;
 
 pub use error::{Error, Result};
-pub use fsutil::resolve;
 
 /// The installer's state folder, inside the root: record, lock, installer copy, pid files
 /// and logs.

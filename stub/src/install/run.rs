@@ -22,11 +22,14 @@ use super::lock::InstallLock;
 use super::mirror::{mirror_files, write_mirror_config, Runtimes, CERTS_DIR, K3S_REGISTRIES};
 use super::persist::{installer_copy_path, persist_installer};
 use super::preflight::{preflight, space_needed, PreflightInput};
-use super::record::{self, PathKind, PathRecord, Record, ServiceRecord, Supervision};
+use super::fsutil::{resolve, PathKind, PathRecord};
+use super::record::Record;
 use super::service::{
     choose_mode, registry_unit_name, service_is_running, start_registry, Daemon, ServiceMode,
+    ServiceRecord, Supervision, STOP_TIMEOUT,
 };
-use super::{resolve, STATE_DIR};
+use super::undo::undo;
+use super::STATE_DIR;
 use crate::extract::{extract, ExtractOptions};
 use crate::sys::Statvfs;
 use crate::{Error, Result};
@@ -541,7 +544,7 @@ pub fn install(
         for s in &record.services {
             if let (true, Supervision::Daemon(d)) = (s.name == "registry", &s.supervision) {
                 if (*d != wanted || copy.copied) && d.is_running(root, host)?.is_some() {
-                    d.stop(root, host, record::STOP_TIMEOUT)?;
+                    d.stop(root, host, STOP_TIMEOUT)?;
                     say.line(format!(
                         "registry: stopped the previous daemon ({})",
                         d.program.display()
@@ -815,7 +818,7 @@ pub fn uninstall(
         record.services.len()
     ))?;
     remove_stale_temps(root, Some(&record));
-    let summary = record::uninstall(root, &record, host)?;
+    let summary = undo(root, &record, host)?;
     drop(lock);
     say.line(format!(
         "services: {}",
