@@ -211,7 +211,6 @@ mod tests {
     use std::net::SocketAddr;
 
     use super::*;
-    use crate::install::fsutil::PathKind;
     use crate::install::host::FakeHost;
     use crate::install::mirror::{write_mirror_config, Runtimes};
     use crate::install::persist::persist_installer;
