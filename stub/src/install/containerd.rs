@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use airlock_payload::ContainerdEngine;
 
+use super::fsutil::{resolve, PathKind};
 use super::host::{Host, RunEnd, RunSpec};
 use super::mirror::CERTS_DIR;
 use super::service::{unit_text, Daemon, ServiceDef, UnitSpec};
-use super::fsutil::{resolve, PathKind};
 use super::{Error, Result, STATE_DIR};
 
 /// containerd's socket, inside the root.

@@ -309,8 +309,7 @@ fn start(
         && step.mode == ServiceMode::Daemon
         && def.daemon.is_running(step.root, step.host)?.is_some()
     {
-        def.daemon
-            .stop(step.root, step.host, STOP_TIMEOUT)?;
+        def.daemon.stop(step.root, step.host, STOP_TIMEOUT)?;
     }
     let files = def.files();
     let ahead: Vec<(&str, PathKind)> = files.iter().map(|f| (f.as_str(), PathKind::File)).collect();

@@ -235,7 +235,10 @@ mod tests {
             extra: vec!["engine: none".into()],
         };
         let text = plan.text();
-        assert!(text.starts_with("plan:\n  files: 3 entries (2 files, "), "{text}");
+        assert!(
+            text.starts_with("plan:\n  files: 3 entries (2 files, "),
+            "{text}"
+        );
         assert!(
             text.contains("installer copy: /tmp/r/var/lib/airlock/edge-1.0.run"),
             "{text}"

@@ -34,8 +34,8 @@ use super::readiness::{poll_addr, wait_ready};
 use super::record::Record;
 use super::report::{hook_plan_lines, mirror_hosts_text, shown, Plan, Say, Summary};
 use super::service::{
-    choose_mode, registry_service, registry_unit_name, service_is_running, start_registry,
-    Daemon, ServiceMode, StartedService, Supervision, UNIT_DIR, STOP_TIMEOUT,
+    choose_mode, registry_service, registry_unit_name, service_is_running, start_registry, Daemon,
+    ServiceMode, StartedService, Supervision, STOP_TIMEOUT, UNIT_DIR,
 };
 use super::undo::undo;
 use super::{validate_name, validate_version, STATE_DIR};
@@ -195,7 +195,7 @@ impl<'a, 'o> Install<'a, 'o> {
         })
     }
 
-    /// 1. Lock: one install or uninstall at a time (a dry run changes nothing, so it takes
+    /// Step 1, lock: one install or uninstall at a time (a dry run changes nothing, so it takes
     /// none).
     fn lock(&mut self) -> Result<()> {
         if self.opts.dry_run {
@@ -208,7 +208,7 @@ impl<'a, 'o> Install<'a, 'o> {
         Ok(())
     }
 
-    /// 2. Record: a re-run continues the record of the last run, after removing the temp
+    /// Step 2, record: a re-run continues the record of the last run, after removing the temp
     /// files a killed run left.
     fn load_record(&mut self) -> Result<()> {
         let (root, name, version) = (self.root.as_path(), self.name, self.version);
@@ -245,7 +245,7 @@ impl<'a, 'o> Install<'a, 'o> {
         Ok(())
     }
 
-    /// 3. Preflight: every problem at once, then the plan (dry run, or before the
+    /// Step 3, preflight: every problem at once, then the plan (dry run, or before the
     /// confirmation question). Nothing has changed yet when it fails; a fresh install's lock
     /// step is undone too.
     fn preflight(&mut self) -> Result<Go> {
@@ -421,7 +421,7 @@ impl<'a, 'o> Install<'a, 'o> {
         ))
     }
 
-    /// 4. Files: what exists is noted before anything is laid out, then the payload's
+    /// Step 4, files: what exists is noted before anything is laid out, then the payload's
     /// files are extracted under the root.
     fn files(&mut self) -> Result<()> {
         let root = self.root.as_path();
@@ -468,7 +468,7 @@ impl<'a, 'o> Install<'a, 'o> {
         ))
     }
 
-    /// 5. The persistent installer copy the registry runs from.
+    /// Step 5: The persistent installer copy the registry runs from.
     fn persist(&mut self) -> Result<Persisted> {
         let root = self.root.as_path();
         let copy = persist_installer(self.opts.installer_path, root, self.name, self.version)?;
@@ -479,7 +479,10 @@ impl<'a, 'o> Install<'a, 'o> {
             "installer copy: {} ({})",
             copy.path.display(),
             if copy.copied {
-                format!("copied {}", human_bytes(self.installer.bytes().len() as u64))
+                format!(
+                    "copied {}",
+                    human_bytes(self.installer.bytes().len() as u64)
+                )
             } else {
                 "already current".to_owned()
             }
@@ -487,7 +490,7 @@ impl<'a, 'o> Install<'a, 'o> {
         Ok(copy)
     }
 
-    /// 6. The registry service. A registry of ours that runs another copy or address, or
+    /// Step 6: The registry service. A registry of ours that runs another copy or address, or
     /// whose copy was just replaced, is stopped first: it holds the port and serves old
     /// bytes.
     fn registry_service(&mut self, copy: &Persisted) -> Result<Registry> {
@@ -548,7 +551,7 @@ impl<'a, 'o> Install<'a, 'o> {
         Ok(Registry { service, how, log })
     }
 
-    /// 7. Readiness: the registry answers `GET /v2/` with 200.
+    /// Step 7, readiness: the registry answers `GET /v2/` with 200.
     fn readiness(&mut self, registry: &Registry) -> Result<()> {
         let (root, host) = (self.root.as_path(), self.host);
         let svc = &registry.service.service;
@@ -570,7 +573,7 @@ impl<'a, 'o> Install<'a, 'o> {
         ))
     }
 
-    /// 8. Mirror config for every runtime, noted in the record before it is written.
+    /// Step 8: Mirror config for every runtime, noted in the record before it is written.
     fn mirror_config(&mut self) -> Result<MirrorConfig> {
         let root = self.root.as_path();
         let listen = self.opts.listen;
@@ -598,7 +601,7 @@ impl<'a, 'o> Install<'a, 'o> {
         Ok(mirrors)
     }
 
-    /// 9. The cluster engine ([`super::engine`]); returns its summary lines.
+    /// Step 9: The cluster engine ([`super::engine`]); returns its summary lines.
     fn engine(&mut self) -> Result<Vec<String>> {
         let index = self.payload.index();
         let step = EngineStep {
@@ -611,14 +614,11 @@ impl<'a, 'o> Install<'a, 'o> {
             host: self.host,
         };
         let say = &mut self.say;
-        engine::driver(&index.install().engine).bring_up(
-            &step,
-            &mut self.record,
-            &mut |line| say.line(line),
-        )
+        engine::driver(&index.install().engine)
+            .bring_up(&step, &mut self.record, &mut |line| say.line(line))
     }
 
-    /// 10. The record, saved a last time; the lock is released; the summary.
+    /// Step 10: The record, saved a last time; the lock is released; the summary.
     fn finish(
         mut self,
         copy: &Persisted,
@@ -720,9 +720,7 @@ fn remove_stale_temps(root: &Path, record: Option<&Record>) {
     let mut dirs: Vec<String> = vec![
         STATE_DIR.to_owned(),
         UNIT_DIR.to_owned(),
-        logical_parent(K3S_REGISTRIES)
-            .unwrap_or("/")
-            .to_owned(),
+        logical_parent(K3S_REGISTRIES).unwrap_or("/").to_owned(),
     ];
     if let Ok(rd) = fs::read_dir(resolve(root, CERTS_DIR)) {
         for e in rd.flatten() {

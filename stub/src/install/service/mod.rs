@@ -416,5 +416,4 @@ mod tests {
             &format!("run systemctl restart {unit}")
         );
     }
-
 }

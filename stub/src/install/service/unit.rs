@@ -141,5 +141,4 @@ mod tests {
             "{text}"
         );
     }
-
 }
