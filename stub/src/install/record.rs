@@ -5,7 +5,7 @@
 //! The install saves the record after each step ([`Record::save`]), so a run killed half-way
 //! leaves a record of everything it did; a re-run loads it ([`Record::load_or_new`]) and
 //! adds to it (the first note of a path wins, so a file created by the first run stays
-//! "created by us" on the second). [`super::undo`] undoes exactly what the record names
+//! "created by us" on the second). The `undo` module undoes exactly what the record names
 //! and nothing else.
 //!
 //! The record only gathers what the steps below it produce: [`PathRecord`]s from

@@ -2,7 +2,7 @@
 //! anything changes ([`Plan`]) and the summary at the end ([`Summary`]), which says where
 //! everything went, how to use it and how to undo it.
 //!
-//! Text only: the steps in [`super::run`] gather the facts, this module words them.
+//! Text only: the steps in `run` gather the facts, this module words them.
 
 use std::io::Write;
 use std::net::SocketAddr;

@@ -2,7 +2,7 @@
 //! record. It stops the services the record names and removes exactly the paths the
 //! record says the install created, and nothing else; paths that existed before are kept.
 //!
-//! It sits above [`super::record`] (it reads a [`Record`]) and below [`super::run`], which
+//! It sits above [`super::record`] (it reads a [`Record`]) and below `run`, which
 //! prints what it did.
 
 use std::fs;

@@ -1,6 +1,6 @@
 //! systemd unit text for the services of ours: the registry's unit and the shape every
 //! engine's unit shares ([`unit_text`]), with `ExecStart=` words quoted the way systemd
-//! reads them. Text only: writing and starting a unit is [`super::start_service`].
+//! reads them. Text only: writing and starting a unit is `service::start_service`.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
