@@ -137,7 +137,7 @@ fn install(
         quiet,
         installer_path: path,
         confirm: interactive.then_some(&ask as install::run::Confirm<'_>),
-        ready_timeout: install::run::READY_TIMEOUT,
+        ready_timeout: install::readiness::READY_TIMEOUT,
         bar: &bar,
         release: release.0,
     };

@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use airlock_payload::ContainerdEngine;
 
+use super::fsutil::{resolve, PathKind};
 use super::host::{Host, RunEnd, RunSpec};
 use super::mirror::CERTS_DIR;
-use super::record::PathKind;
 use super::service::{unit_text, Daemon, ServiceDef, UnitSpec};
-use super::{resolve, Error, Result, STATE_DIR};
+use super::{Error, Result, STATE_DIR};
 
 /// containerd's socket, inside the root.
 pub const SOCKET: &str = "/run/containerd/containerd.sock";

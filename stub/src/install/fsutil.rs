@@ -1,14 +1,43 @@
 //! Filesystem steps shared by the install building blocks: folders created one level at a
 //! time (so the record knows which ones are ours) and files written atomically, compared
 //! first so that converging re-runs rewrite nothing.
+//!
+//! This is the bottom of the install modules: it imports nothing of theirs but the error
+//! type, and the [`PathRecord`]s it returns are what every step hands to the install record.
 
 use std::fs::{self, DirBuilder, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use super::record::{PathKind, PathRecord};
+use serde::{Deserialize, Serialize};
+
 use super::{Error, Result};
+
+/// A file or folder an install touched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathRecord {
+    /// The path as seen inside the root (`/etc/containerd/certs.d/docker.io/hosts.toml`).
+    pub path: String,
+    /// File or folder.
+    pub kind: PathKind,
+    /// True when something was at `path` before the install touched it: uninstall keeps it.
+    pub existed_before: bool,
+}
+
+/// What a [`PathRecord`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathKind {
+    /// A regular file (or symlink) the install wrote.
+    File,
+    /// A folder the install created.
+    Dir,
+    /// A folder the install created whose whole content belongs to it (containerd's root
+    /// and state): uninstall removes it with everything in it, unless something is mounted
+    /// inside.
+    Tree,
+}
 
 /// The real location of `logical` (an absolute path such as `/etc/x`) under `root`.
 pub fn resolve(root: &Path, logical: &str) -> PathBuf {

@@ -24,10 +24,10 @@ use std::time::Duration;
 
 use airlock_payload::{Hook, Payload};
 
-use super::fsutil::write_atomic;
+use super::fsutil::{resolve, write_atomic, PathKind};
 use super::host::{Host, RunEnd, RunSpec};
-use super::record::{PathKind, Record};
-use super::{resolve, Error, Result, STATE_DIR};
+use super::record::Record;
+use super::{Error, Result, STATE_DIR};
 
 /// How long a hook may run.
 pub const HOOK_TIMEOUT: Duration = Duration::from_secs(30 * 60);

@@ -24,12 +24,12 @@ use std::time::{Duration, Instant};
 
 use airlock_payload::{EntryKind, Index, K3sEngine};
 
-use super::fsutil::write_atomic;
+use super::fsutil::{resolve, write_atomic, PathKind};
 use super::host::Host;
 use super::mirror::K3S_REGISTRIES;
-use super::record::{PathKind, Record};
+use super::record::Record;
 use super::service::{unit_text, Daemon, ServiceDef, UnitSpec};
-use super::{resolve, Error, Result};
+use super::{Error, Result};
 
 /// k3s's data folder, inside the root.
 pub const DATA_DIR: &str = "/var/lib/rancher/k3s";
@@ -183,7 +183,7 @@ pub fn wait_ready(
         last = match host.run(&k3s_s, &args) {
             Ok(out) if out.success() => match nodes_ready(&out.stdout) {
                 Ok(()) => return Ok(start.elapsed()),
-                Err(why) => why,
+                Err(why) => why.to_string(),
             },
             Ok(out) => out.stderr.trim().to_owned(),
             Err(e) => e.to_string(),
@@ -210,8 +210,19 @@ pub fn wait_ready(
     })
 }
 
+/// Why the cluster is not Ready yet.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum NotReady {
+    /// `get nodes` listed no node.
+    #[error("no node registered yet")]
+    NoNode,
+    /// Nodes that are not `Ready`, as "NAME is STATUS".
+    #[error("{}", .0.join(", "))]
+    Waiting(Vec<String>),
+}
+
 /// `Ok` when the `get nodes --no-headers` output names nodes that are all `Ready`.
-fn nodes_ready(out: &str) -> std::result::Result<(), String> {
+fn nodes_ready(out: &str) -> std::result::Result<(), NotReady> {
     let nodes: Vec<(&str, &str)> = out
         .lines()
         .filter_map(|l| {
@@ -220,7 +231,7 @@ fn nodes_ready(out: &str) -> std::result::Result<(), String> {
         })
         .collect();
     if nodes.is_empty() {
-        return Err("no node registered yet".into());
+        return Err(NotReady::NoNode);
     }
     let waiting: Vec<String> = nodes
         .iter()
@@ -230,7 +241,7 @@ fn nodes_ready(out: &str) -> std::result::Result<(), String> {
     if waiting.is_empty() {
         Ok(())
     } else {
-        Err(waiting.join(", "))
+        Err(NotReady::Waiting(waiting))
     }
 }
 
@@ -278,9 +289,14 @@ mod tests {
     #[test]
     fn readiness_needs_every_node_ready() {
         assert!(nodes_ready("n1   Ready   control-plane,master   1m   v1.30.4+k3s1\n").is_ok());
-        assert_eq!(nodes_ready("").unwrap_err(), "no node registered yet");
         assert_eq!(
-            nodes_ready("n1 Ready x 1m v1\nn2 NotReady x 1m v1\n").unwrap_err(),
+            nodes_ready("").unwrap_err().to_string(),
+            "no node registered yet"
+        );
+        assert_eq!(
+            nodes_ready("n1 Ready x 1m v1\nn2 NotReady x 1m v1\n")
+                .unwrap_err()
+                .to_string(),
             "n2 is NotReady"
         );
     }

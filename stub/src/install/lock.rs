@@ -10,9 +10,8 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
-use super::fsutil::{create_dirs, resolve};
+use super::fsutil::{create_dirs, logical_parent, resolve, PathKind, PathRecord};
 use super::host::open_lock_file;
-use super::record::PathRecord;
 use super::{Error, Result, STATE_DIR};
 
 /// The intent file written in the nearest existing parent before the state folders are
@@ -59,7 +58,7 @@ impl InstallLock {
             .collect();
         let mut intent_file = None;
         if let Some(first) = missing.first() {
-            let parent = super::fsutil::logical_parent(first).unwrap_or("/");
+            let parent = logical_parent(first).unwrap_or("/");
             let file = resolve(root, parent).join(INTENT_FILE);
             std::fs::write(&file, missing.join("\n") + "\n")
                 .map_err(Error::fs("write the folder intent", &file))?;
@@ -70,7 +69,7 @@ impl InstallLock {
             if !created.iter().any(|c| c.path == dir) {
                 created.push(PathRecord {
                     path: dir,
-                    kind: super::record::PathKind::Dir,
+                    kind: PathKind::Dir,
                     existed_before: false,
                 });
             }
@@ -105,7 +104,7 @@ impl InstallLock {
                 if !created.iter().any(|c| c.path == dir) {
                     created.push(PathRecord {
                         path: dir.to_owned(),
-                        kind: super::record::PathKind::Dir,
+                        kind: PathKind::Dir,
                         existed_before: false,
                     });
                 }

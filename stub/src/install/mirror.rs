@@ -16,8 +16,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use super::fsutil::write_atomic;
-use super::record::PathRecord;
+use super::fsutil::{write_atomic, PathRecord};
 use super::{Error, Result};
 
 /// containerd's hosts folder (its `config_path`), inside the root.

@@ -12,25 +12,36 @@
 //!    every problem at once, before anything changes.
 //! 4. (files from the payload: [`crate::extract`].)
 //! 5. [`persist::persist_installer`]: the installer copy the registry runs from.
-//! 6. [`service::start_registry`]: a systemd unit, or a [`service::Daemon`] with a pid file.
+//! 6. [`service::start_registry`]: a systemd unit, or a [`service::Daemon`] with a pid file;
+//!    then [`readiness::wait_ready`] until it answers.
 //! 7. [`mirror::write_mirror_config`]: containerd `hosts.toml` per upstream host and
 //!    `_default`; k3s `registries.yaml`.
-//! 8. [`engine::bring_up`]: [`containerd`] (config, service, readiness, image pulls) or
+//! 8. [`engine::driver`]: [`containerd`] (config, service, readiness, image pulls) or
 //!    [`k3s`] (manifests, service, node Ready).
 //!
 //! [`hooks`] run `pre-install` after preflight and `post-install` after the engine.
 //!
 //! [`run::install`] and [`run::uninstall`] run these steps for the `install` and `uninstall`
-//! commands.
+//! commands; [`report`] words what they print.
 //!
 //! After each step the caller notes what it created in the record and saves it
-//! ([`record::Record::save`]); [`record::uninstall`] undoes exactly that. All OS access
+//! ([`record::Record::save`]); [`undo::undo`] undoes exactly that. All OS access
 //! that is not plain file I/O goes through [`host::Host`].
+//!
+//! Imports run one way, from the bottom up (no module imports one above it):
+//!
+//! | layer | modules |
+//! |---|---|
+//! | leaves | [`error`] (and this module's constants), [`host`], [`fsutil`], [`readiness`] |
+//! | steps | [`lock`], [`persist`], [`service`], [`mirror`], [`preflight`] |
+//! | record | [`record`]: gathers the `PathRecord`s and `ServiceRecord`s the steps produce |
+//! | on the record | [`undo`], [`hooks`], [`containerd`], [`k3s`], then [`engine`] |
+//! | commands | [`report`], then [`run`] |
 
 pub mod containerd;
 pub mod engine;
 pub mod error;
-mod fsutil;
+pub mod fsutil;
 pub mod hooks;
 pub mod host;
 pub mod k3s;
@@ -38,12 +49,14 @@ pub mod lock;
 pub mod mirror;
 pub mod persist;
 pub mod preflight;
+pub mod readiness;
 pub mod record;
+pub mod report;
 pub mod run;
 pub mod service;
+pub mod undo;
 
 pub use error::{Error, Result};
-pub use fsutil::resolve;
 
 /// The installer's state folder, inside the root: record, lock, installer copy, pid files
 /// and logs.

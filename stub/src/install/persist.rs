@@ -7,8 +7,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::fsutil::{create_dirs, logical_parent, resolve, sync_dir};
-use super::record::{PathKind, PathRecord};
+use super::fsutil::{create_dirs, logical_parent, resolve, sync_dir, PathKind, PathRecord};
 use super::{validate_name, validate_version, Error, Result, STATE_DIR};
 
 /// How many bytes at the end of the file are compared to decide that a copy is current (the

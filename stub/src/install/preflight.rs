@@ -40,7 +40,7 @@ pub struct PreflightInput<'a> {
     /// The registry address.
     pub listen: SocketAddr,
     /// True when our own registry, from an earlier install, already serves `listen`
-    /// ([`super::service::service_is_running`] on the record's registry service): a busy
+    /// (`service::service_is_running` on the record's registry service): a busy
     /// port is then fine.
     pub own_registry_running: bool,
     /// Commands the engine needs (`containerd`, `runc`, `k3s`).
