@@ -28,23 +28,11 @@ use crate::spec::{ImageSource, ImageSpec, Platform};
 
 pub use registry::{Mirror, RegistryOptions};
 
-/// OCI image index.
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-/// OCI image manifest.
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-/// OCI image config.
-pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-/// Uncompressed OCI layer.
-pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
-/// gzip-compressed OCI layer.
-pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-/// Docker manifest list.
-pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-/// Docker image manifest (schema 2).
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-
-/// The manifest media types a pull accepts.
-pub const MANIFEST_TYPES: [&str; 4] = [OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST];
+/// The media types, from `airlock-oci` (one set for every crate).
+pub use airlock_oci::media::{
+    is_index, DOCKER_LIST, DOCKER_MANIFEST, MANIFEST_TYPES, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP,
+    OCI_LAYER_TAR, OCI_MANIFEST,
+};
 
 /// An image could not be captured.
 #[derive(Debug, thiserror::Error)]
@@ -385,11 +373,6 @@ pub fn verify_hashed(
         }),
         _ => Ok(()),
     }
-}
-
-/// True for media types of indexes (OCI index, Docker manifest list).
-pub fn is_index(media_type: &str) -> bool {
-    media_type == OCI_INDEX || media_type == DOCKER_LIST
 }
 
 /// Whether a layer of this media type arrives compressed (stored verbatim in raw frames).
