@@ -58,6 +58,15 @@ impl Body {
         }
     }
 
+    /// Content held in memory for a GET, nothing for a HEAD (`head`).
+    pub fn full_unless_head(bytes: impl Into<Bytes>, head: bool) -> Self {
+        if head {
+            Body::empty()
+        } else {
+            Body::full(bytes)
+        }
+    }
+
     /// Chunks from a producer task (its length unknown to the body; set `Content-Length`).
     pub fn channel(rx: mpsc::Receiver<io::Result<Bytes>>) -> Self {
         Body(Kind::Channel(rx))
@@ -125,6 +134,8 @@ mod tests {
     async fn every_kind_of_body_yields_its_bytes() {
         assert!(Body::empty().is_end_stream());
         assert!(Body::full("").is_end_stream());
+        assert!(Body::full_unless_head("abc", true).is_end_stream());
+        assert!(!Body::full_unless_head("abc", false).is_end_stream());
         let full = Body::full("abc");
         assert_eq!(full.size_hint().exact(), Some(3));
         assert_eq!(full.read_all().await.unwrap(), b"abc");

@@ -49,11 +49,7 @@ pub fn error_response(err: &(impl OciError + ?Sized), head: bool) -> Response<Bo
 pub fn json_response(status: StatusCode, value: &Value, head: bool) -> Response<Body> {
     let bytes = serde_json::to_vec(value).expect("a JSON value serializes");
     let len = bytes.len();
-    let mut resp = Response::new(if head {
-        Body::empty()
-    } else {
-        Body::full(bytes)
-    });
+    let mut resp = Response::new(Body::full_unless_head(bytes, head));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(media::JSON));

@@ -92,13 +92,13 @@ pub enum ProxyError {
 impl OciError for ProxyError {
     fn code(&self) -> &'static str {
         match self {
-            ProxyError::Request(e) => e.code(),
-            ProxyError::DigestMismatch { .. } => "DIGEST_INVALID",
-            ProxyError::SizeMismatch { .. } => "SIZE_INVALID",
             ProxyError::UpstreamNotFound { code, .. } => code,
             ProxyError::UpstreamUnreachable { .. } => "UNAVAILABLE",
             ProxyError::UpstreamDenied { .. } => "DENIED",
             ProxyError::UpstreamFailed { .. } | ProxyError::Storage { .. } => "UNKNOWN",
+            ProxyError::DigestMismatch { .. } => "DIGEST_INVALID",
+            ProxyError::SizeMismatch { .. } => "SIZE_INVALID",
+            ProxyError::Request(e) => e.code(),
         }
     }
 
@@ -106,7 +106,6 @@ impl OciError for ProxyError {
     /// that failed, 500 for the proxy's own storage.
     fn status(&self) -> StatusCode {
         match self {
-            ProxyError::Request(e) => e.status(),
             ProxyError::UpstreamNotFound { .. } => StatusCode::NOT_FOUND,
             ProxyError::UpstreamDenied { .. } => StatusCode::FORBIDDEN,
             ProxyError::UpstreamUnreachable { .. }
@@ -114,12 +113,12 @@ impl OciError for ProxyError {
             | ProxyError::DigestMismatch { .. }
             | ProxyError::SizeMismatch { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Storage { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::Request(e) => e.status(),
         }
     }
 
     fn detail(&self) -> serde_json::Value {
         match self {
-            ProxyError::Request(e) => e.detail(),
             ProxyError::UpstreamNotFound { upstream, .. }
             | ProxyError::UpstreamUnreachable { upstream, .. }
             | ProxyError::UpstreamDenied { upstream, .. }
@@ -127,6 +126,7 @@ impl OciError for ProxyError {
             | ProxyError::DigestMismatch { upstream, .. }
             | ProxyError::SizeMismatch { upstream, .. } => json!({ "upstream": upstream }),
             ProxyError::Storage { .. } => serde_json::Value::Null,
+            ProxyError::Request(e) => e.detail(),
         }
     }
 

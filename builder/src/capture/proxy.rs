@@ -198,11 +198,7 @@ impl Proxy {
         })
         .await?;
         let len = bytes.len();
-        let mut resp = Response::new(if head {
-            Body::empty()
-        } else {
-            Body::full(bytes)
-        });
+        let mut resp = Response::new(Body::full_unless_head(bytes, head));
         let h = resp.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
