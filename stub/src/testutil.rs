@@ -5,6 +5,7 @@ use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::Path;
 
+use airlock_oci::media;
 use airlock_payload::{
     write_installer, BlobInput, BuildInfo, Entry, EntryKind, Image, ManifestRef, PayloadContents,
     Sha256Digest, WriteOptions,
@@ -184,8 +185,7 @@ pub fn make_removable(root: &Path) {
     }
 }
 
-/// OCI image manifest media type.
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub use airlock_oci::media::OCI_MANIFEST;
 
 /// A container image to put into a test installer. The registry never parses manifests, so
 /// any bytes do; [`ImageSpec::sample`] writes a plausible one by hand.
@@ -245,9 +245,9 @@ impl ImageSpec {
         };
         let manifest = format!(
             r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{},"layers":[{},{}]}}"#,
-            desc("application/vnd.oci.image.config.v1+json", &config),
-            desc("application/vnd.oci.image.layer.v1.tar+gzip", &raw_layer),
-            desc("application/vnd.oci.image.layer.v1.tar", &zstd_layer),
+            desc(media::OCI_CONFIG, &config),
+            desc(media::OCI_LAYER_GZIP, &raw_layer),
+            desc(media::OCI_LAYER_TAR, &zstd_layer),
         )
         .into_bytes();
         ImageSpec {

@@ -24,7 +24,8 @@ use futures_util::StreamExt;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{mpsc, watch};
 
-use super::body::Body;
+use airlock_oci::Body;
+
 use super::error::{chain, ProxyError};
 use super::store::Store;
 use super::upstream::{Repo, Upstream};

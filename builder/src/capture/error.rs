@@ -1,34 +1,23 @@
-//! Every way a proxied request can fail, and the one place that turns each into an OCI error
-//! code, an HTTP status and a `{"errors":[{code, message, detail}]}` body.
+//! Every way a proxied request can fail. Mistakes any of our servers refuses alike (bad
+//! paths, names, tags, digests, writes, oversized heads) are [`RequestError`]s from
+//! `airlock-oci`; this enum adds the upstream's and the capture folder's failures, and its
+//! [`OciError`] impl is the one place that gives each its code, status and detail.
 
 use std::io;
 
-use http::{header, HeaderValue, Response, StatusCode};
+use airlock_oci::{OciError, RequestError};
+use http::{HeaderMap, Response, StatusCode};
 use serde_json::json;
 
-use super::body::Body;
-
-/// Longest piece of client input repeated in an error message.
-const ECHO_MAX: usize = 128;
+use airlock_oci::Body;
 
 /// A request the proxy answers with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    /// The repository name or namespace breaks the reference grammar.
-    #[error("invalid repository name {0:?}")]
-    NameInvalid(String),
-    /// A manifest reference that is neither a digest nor a valid tag.
-    #[error("invalid tag {0:?}")]
-    TagInvalid(String),
-    /// Not `sha256:` and 64 lowercase hex characters.
-    #[error("invalid digest {0:?} (only sha256 digests are captured)")]
-    DigestInvalid(String),
-    /// Anything but GET and HEAD: the proxy only pulls.
-    #[error("method {0} is not supported: the capture proxy only pulls")]
-    Unsupported(String),
-    /// A path outside the pull API (tag lists and the catalog are not proxied).
-    #[error("no such endpoint {0:?} on the capture proxy")]
-    NotFound(String),
+    /// A request no server of ours accepts (path, method, name, tag, digest, head size).
+    /// Tag lists and the catalog are not proxied: `NOT_FOUND`.
+    #[error(transparent)]
+    Request(#[from] RequestError),
     /// The upstream has no such manifest, blob or repository.
     #[error("{what} not found on upstream {upstream}")]
     UpstreamNotFound {
@@ -100,99 +89,59 @@ pub enum ProxyError {
     },
 }
 
-impl ProxyError {
-    /// The OCI (or Docker distribution) error code.
-    pub fn code(&self) -> &'static str {
+impl OciError for ProxyError {
+    fn code(&self) -> &'static str {
         match self {
-            ProxyError::NameInvalid(_) => "NAME_INVALID",
-            ProxyError::TagInvalid(_) => "TAG_INVALID",
-            ProxyError::DigestInvalid(_) | ProxyError::DigestMismatch { .. } => "DIGEST_INVALID",
-            ProxyError::SizeMismatch { .. } => "SIZE_INVALID",
-            ProxyError::Unsupported(_) => "UNSUPPORTED",
-            ProxyError::NotFound(_) => "NOT_FOUND",
             ProxyError::UpstreamNotFound { code, .. } => code,
             ProxyError::UpstreamUnreachable { .. } => "UNAVAILABLE",
             ProxyError::UpstreamDenied { .. } => "DENIED",
             ProxyError::UpstreamFailed { .. } | ProxyError::Storage { .. } => "UNKNOWN",
+            ProxyError::DigestMismatch { .. } => "DIGEST_INVALID",
+            ProxyError::SizeMismatch { .. } => "SIZE_INVALID",
+            ProxyError::Request(e) => e.code(),
         }
     }
 
-    /// The HTTP status: 4xx for the client's mistakes and upstream answers passed on, 502
-    /// for an upstream that failed, 500 for the proxy's own storage.
-    pub fn status(&self) -> StatusCode {
+    /// 4xx for the client's mistakes and upstream answers passed on, 502 for an upstream
+    /// that failed, 500 for the proxy's own storage.
+    fn status(&self) -> StatusCode {
         match self {
-            ProxyError::NameInvalid(_)
-            | ProxyError::TagInvalid(_)
-            | ProxyError::DigestInvalid(_) => StatusCode::BAD_REQUEST,
-            ProxyError::NotFound(_) | ProxyError::UpstreamNotFound { .. } => StatusCode::NOT_FOUND,
-            ProxyError::Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::UpstreamNotFound { .. } => StatusCode::NOT_FOUND,
             ProxyError::UpstreamDenied { .. } => StatusCode::FORBIDDEN,
             ProxyError::UpstreamUnreachable { .. }
             | ProxyError::UpstreamFailed { .. }
             | ProxyError::DigestMismatch { .. }
             | ProxyError::SizeMismatch { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Storage { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::Request(e) => e.status(),
         }
     }
 
-    /// The response: status and OCI error body (no body for HEAD).
-    pub fn to_response(&self, head: bool) -> Response<Body> {
-        let detail = match self {
+    fn detail(&self) -> serde_json::Value {
+        match self {
             ProxyError::UpstreamNotFound { upstream, .. }
             | ProxyError::UpstreamUnreachable { upstream, .. }
             | ProxyError::UpstreamDenied { upstream, .. }
             | ProxyError::UpstreamFailed { upstream, .. }
             | ProxyError::DigestMismatch { upstream, .. }
             | ProxyError::SizeMismatch { upstream, .. } => json!({ "upstream": upstream }),
-            _ => serde_json::Value::Null,
-        };
-        let body = json!({ "errors": [{
-            "code": self.code(),
-            "message": self.to_string(),
-            "detail": detail,
-        }]});
-        let mut resp = json_response(self.status(), &body, head);
-        if let ProxyError::Unsupported(_) = self {
-            resp.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            ProxyError::Storage { .. } => serde_json::Value::Null,
+            ProxyError::Request(e) => e.detail(),
         }
-        resp
+    }
+
+    fn headers(&self, h: &mut HeaderMap) {
+        if let ProxyError::Request(e) = self {
+            e.headers(h);
+        }
     }
 }
 
-/// A JSON answer with `Content-Type` and `Content-Length` (no body for HEAD).
-pub(super) fn json_response(
-    status: StatusCode,
-    value: &serde_json::Value,
-    head: bool,
-) -> Response<Body> {
-    let bytes = serde_json::to_vec(value).expect("a JSON value serializes");
-    let len = bytes.len();
-    let mut resp = Response::new(if head {
-        Body::empty()
-    } else {
-        Body::full(bytes)
-    });
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    resp
-}
-
-/// `s` cut to a length fit for an error message (client input can be 60 kB long).
-pub(super) fn echo(s: &str) -> String {
-    if s.len() <= ECHO_MAX {
-        return s.to_owned();
+impl ProxyError {
+    /// The response: status, headers and OCI error body (no body for HEAD).
+    pub fn to_response(&self, head: bool) -> Response<Body> {
+        airlock_oci::error_response(self, head)
     }
-    let mut end = ECHO_MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &s[..end])
 }
 
 /// An error and its sources on one line (for messages that travel to clients).

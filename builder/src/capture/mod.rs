@@ -15,31 +15,33 @@
 //! - [`store`]: the capture folder (`DIR/blobs/sha256/`, `DIR/tmp/`).
 //! - [`lock`]: `DIR/airlock-capture.lock.json`, reference → digest; a leaf (it imports
 //!   only [`crate::reference`]), so the spec can read it.
-//! - [`server`]: hyper over TCP, with limits and a graceful stop on SIGINT/SIGTERM.
+//! - [`serve`]: the proxy on `airlock-oci`'s server loop (hyper over TCP, with limits and a
+//!   graceful stop on SIGINT/SIGTERM), the one the stub's registry runs on too.
 //!
 //! The build side, a capture folder as an image source, is [`crate::image::capture`].
 
-pub mod body;
 pub mod download;
 pub mod error;
 pub mod lock;
 pub mod proxy;
-pub mod server;
 pub mod store;
 pub mod upstream;
 
 #[cfg(test)]
 mod tests;
 
+use std::future::Future;
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use tokio::net::TcpListener;
+
+pub use airlock_oci::{shutdown_signal, ServeOptions};
 pub use error::ProxyError;
 pub use lock::{Lock, LockEntry, LockError, LOCK_FILE};
 pub use proxy::Proxy;
-pub use server::{serve, shutdown_signal, ServeOptions};
 
 use crate::image::registry::RegistryError;
 use crate::image::Mirror;
@@ -91,6 +93,31 @@ pub enum Error {
     Runtime(#[source] io::Error),
 }
 
+/// The proxy's limits: [`ServeOptions`]' defaults with fewer connections (512) and a
+/// shorter drain (10 s) than a registry of captured images.
+pub fn serve_options() -> ServeOptions {
+    ServeOptions {
+        max_connections: 512,
+        grace: Duration::from_secs(10),
+        ..ServeOptions::default()
+    }
+}
+
+/// Serves `proxy` on `listener` with `airlock-oci`'s server loop until `shutdown`
+/// completes (see [`airlock_oci::server`] for the limits and the drain).
+pub async fn serve(
+    listener: TcpListener,
+    proxy: Proxy,
+    opts: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) {
+    let handler = move |req: http::Request<hyper::body::Incoming>| {
+        let proxy = proxy.clone();
+        async move { proxy.handle(&req).await }
+    };
+    airlock_oci::serve(listener, handler, opts, shutdown).await;
+}
+
 /// What a capture run recorded.
 #[derive(Debug, Clone)]
 pub struct Summary {
@@ -135,7 +162,7 @@ pub fn run(options: &CaptureOptions) -> Result<Summary, Error> {
             "capturing on http://{addr}/ into {} (stop with Ctrl-C or SIGTERM)",
             options.out.display()
         );
-        serve(listener, proxy.clone(), ServeOptions::default(), signal).await;
+        serve(listener, proxy.clone(), serve_options(), signal).await;
         Ok::<_, Error>(())
     })?;
     // Downloads still running are dropped with the runtime; their files go with them.

@@ -6,9 +6,10 @@
 //! (tag lists, the catalog) `404`. A `Range` header is ignored: the whole blob is sent with
 //! `200`, which HTTP allows and containerd handles.
 //!
-//! **Which upstream.** `?ns=<host>` (what containerd sends through a `hosts.toml` mirror or
-//! `_default`) names it, so one proxy serves every upstream at once. Without `ns`, a first
-//! path component that looks like a host (`.`, `:` or `localhost`) is the upstream
+//! **Which upstream.** [`airlock_oci::name::resolve`] says, as for the stub's registry:
+//! `?ns=<host>` (what containerd sends through a `hosts.toml` mirror or `_default`) names
+//! it, so one proxy serves every upstream at once. Without `ns`, a first path component
+//! that looks like a host (`.`, `:` or `localhost`) is the upstream
 //! (`/v2/example.hub/team/app/...`), else the name is on `docker.io`. Docker Hub names with
 //! one component get `library/`, as everywhere else.
 //!
@@ -23,29 +24,26 @@
 use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 
-use airlock_payload::{is_valid_registry, is_valid_repository, is_valid_tag, Sha256Digest};
+use airlock_oci::error::echo;
+use airlock_oci::headers::{API_VERSION, API_VERSION_VALUE, CONTENT_DIGEST};
+use airlock_oci::media::{is_index, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST, OCTET_STREAM};
+use airlock_oci::route::parse_digest;
+use airlock_oci::{json_response, name, Body, RequestError, Route};
+use airlock_payload::Sha256Digest;
 use bytes::Bytes;
-use http::{header, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::body::Body;
 use super::download::{self, Downloads, Joined, Progress};
-use super::error::{echo, json_response, ProxyError};
+use super::error::ProxyError;
 use super::lock::{Lock, LockEntry};
 use super::store::Store;
 use super::upstream::{ManifestRef, Repo, Upstream};
-use crate::image::{is_index, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST};
 use crate::reference::ImageRef;
 
-/// The upstream a name without namespace belongs to.
-pub const DEFAULT_NAMESPACE: &str = "docker.io";
-
-/// `Docker-Content-Digest`.
-const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
-/// `Docker-Distribution-API-Version`.
-const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+pub use airlock_oci::name::DEFAULT_NAMESPACE;
 
 /// The capture proxy. Cheap to clone: clones share the store, the lock and the downloads.
 #[derive(Clone)]
@@ -128,40 +126,25 @@ impl Proxy {
             }
         };
         resp.headers_mut()
-            .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+            .insert(API_VERSION, HeaderValue::from_static(API_VERSION_VALUE));
         resp
     }
 
     async fn route<B>(&self, req: &Request<B>, head: bool) -> Result<Response<Body>, ProxyError> {
-        let path = req.uri().path();
-        let rest = match path.strip_prefix("/v2") {
-            Some(r) if r.is_empty() || r.starts_with('/') => r,
-            _ => return Err(ProxyError::NotFound(echo(path))),
-        };
-        match *req.method() {
-            Method::GET | Method::HEAD => {}
-            ref m => return Err(ProxyError::Unsupported(echo(m.as_str()))),
-        }
-        let rest = rest.strip_prefix('/').unwrap_or(rest);
-        if rest.is_empty() {
-            return Ok(json_response(StatusCode::OK, &json!({}), head));
-        }
-        let rest = percent_encoding::percent_decode_str(rest)
-            .decode_utf8()
-            .map_err(|_| ProxyError::NameInvalid(echo(rest)))?;
-        let ns = req.uri().query().and_then(|q| {
-            form_urlencoded::parse(q.as_bytes())
-                .find(|(k, _)| k == "ns")
-                .map(|(_, v)| v.into_owned())
-        });
-        let not_found = || ProxyError::NotFound(echo(path));
-        let (front, last) = rest.rsplit_once('/').ok_or_else(not_found)?;
-        let (name, kind) = front.rsplit_once('/').ok_or_else(not_found)?;
-        let repo = resolve(name, ns.as_deref())?;
-        match kind {
-            "manifests" => self.manifest(repo, last, head).await,
-            "blobs" => self.blob(repo, last, head).await,
-            _ => Err(not_found()),
+        let (route, query) = Route::parse(req.method(), req.uri())?;
+        match route {
+            Route::Base => Ok(json_response(StatusCode::OK, &json!({}), head)),
+            Route::Manifest { name, reference } => {
+                let repo = resolve(&name, query.ns.as_deref())?;
+                self.manifest(repo, &reference, head).await
+            }
+            Route::Blob { name, digest } => {
+                let repo = resolve(&name, query.ns.as_deref())?;
+                self.blob(repo, &digest, head).await
+            }
+            Route::TagsList { .. } | Route::Catalog => {
+                Err(RequestError::NotFound(echo(req.uri().path())).into())
+            }
         }
     }
 
@@ -171,17 +154,7 @@ impl Proxy {
         reference: &str,
         head: bool,
     ) -> Result<Response<Body>, ProxyError> {
-        let reference = if reference.contains(':') {
-            ManifestRef::Digest(
-                reference
-                    .parse()
-                    .map_err(|_| ProxyError::DigestInvalid(echo(reference)))?,
-            )
-        } else if is_valid_tag(reference) {
-            ManifestRef::Tag(reference.to_owned())
-        } else {
-            return Err(ProxyError::TagInvalid(echo(reference)));
-        };
+        let reference = ManifestRef::parse(reference)?;
         let inner = &self.inner;
         let stored = match &reference {
             ManifestRef::Digest(d) => {
@@ -225,16 +198,12 @@ impl Proxy {
         })
         .await?;
         let len = bytes.len();
-        let mut resp = Response::new(if head {
-            Body::empty()
-        } else {
-            Body::full(bytes)
-        });
+        let mut resp = Response::new(Body::full_unless_head(bytes, head));
         let h = resp.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_str(&info.media_type)
-                .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+                .unwrap_or(HeaderValue::from_static(OCTET_STREAM)),
         );
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         h.insert(CONTENT_DIGEST, digest_value(&digest));
@@ -309,9 +278,7 @@ impl Proxy {
         digest: &str,
         head: bool,
     ) -> Result<Response<Body>, ProxyError> {
-        let digest: Sha256Digest = digest
-            .parse()
-            .map_err(|_| ProxyError::DigestInvalid(echo(digest)))?;
+        let digest = parse_digest(digest)?;
         let inner = &self.inner;
         let joined = {
             let (downloads, store) = (inner.downloads.clone(), inner.store.clone());
@@ -347,10 +314,7 @@ impl Proxy {
             download::body(file, rx)
         });
         let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/octet-stream"),
-        );
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(OCTET_STREAM));
         if let Some(len) = len {
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         }
@@ -368,36 +332,14 @@ async fn blocking<T: Send + 'static>(
         .expect("capture file work does not panic")
 }
 
-/// Resolves a request's name and `ns` to an upstream repository (module documentation).
+/// Resolves a request's name and `ns` to an upstream repository (module documentation):
+/// any host-like first path component is an upstream.
 pub fn resolve(name: &str, ns: Option<&str>) -> Result<Repo, ProxyError> {
-    let (host, repo) = match ns {
-        Some(ns) => {
-            if !is_valid_registry(ns) {
-                return Err(ProxyError::NameInvalid(format!("namespace {}", echo(ns))));
-            }
-            (crate::image::registry::canonical_host(ns), name)
-        }
-        None => match name.split_once('/') {
-            Some((first, rest)) if looks_like_host(first) && is_valid_registry(first) => {
-                (crate::image::registry::canonical_host(first), rest)
-            }
-            _ => (DEFAULT_NAMESPACE.to_owned(), name),
-        },
-    };
-    if !is_valid_repository(repo) {
-        return Err(ProxyError::NameInvalid(echo(name)));
-    }
-    let repo = if host == DEFAULT_NAMESPACE && !repo.contains('/') {
-        format!("library/{repo}")
-    } else {
-        repo.to_owned()
-    };
-    Ok(Repo { host, name: repo })
-}
-
-/// The reference grammar's test for a registry host as the first name component.
-fn looks_like_host(component: &str) -> bool {
-    component.contains('.') || component.contains(':') || component == "localhost"
+    let n = name::resolve(name, ns, |_| true)?.with_library_prefix();
+    Ok(Repo {
+        host: n.host,
+        name: n.repository,
+    })
 }
 
 fn digest_value(d: &Sha256Digest) -> HeaderValue {
@@ -439,7 +381,7 @@ impl ManifestInfo {
         }
         let Ok(raw) = serde_json::from_slice::<Raw>(bytes) else {
             return ManifestInfo {
-                media_type: "application/octet-stream".to_owned(),
+                media_type: OCTET_STREAM.to_owned(),
                 supported: false,
                 children: Vec::new(),
             };
@@ -448,7 +390,7 @@ impl ManifestInfo {
             (Some(m), _, _) if !m.is_empty() => m.clone(),
             (_, Some(_), _) => OCI_INDEX.to_owned(),
             (_, _, Some(_)) => OCI_MANIFEST.to_owned(),
-            _ => "application/octet-stream".to_owned(),
+            _ => OCTET_STREAM.to_owned(),
         };
         let supported =
             raw.schema_version == Some(2) && MANIFEST_TYPES.contains(&media_type.as_str());

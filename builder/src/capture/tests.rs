@@ -15,12 +15,13 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::sync::{mpsc, Notify};
 
-use super::body::Body;
 use super::lock::Lock;
 use super::proxy::{resolve, Proxy};
 use super::store::Store;
 use super::upstream::Upstream;
-use crate::image::{Mirror, OCI_INDEX, OCI_MANIFEST};
+use crate::image::Mirror;
+use airlock_oci::media::{OCI_INDEX, OCI_MANIFEST};
+use airlock_oci::Body;
 
 /// A fake upstream registry.
 #[derive(Default)]
@@ -222,7 +223,7 @@ async fn a_pull_is_streamed_stored_and_recorded() {
         resp.headers()["docker-content-digest"],
         manifest.to_string().as_str()
     );
-    let bytes = resp.into_body().collect().await.unwrap();
+    let bytes = resp.into_body().read_all().await.unwrap();
     assert_eq!(Sha256Digest::of(&bytes), manifest);
 
     let resp = p
@@ -230,7 +231,7 @@ async fn a_pull_is_streamed_stored_and_recorded() {
         .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-length"], "300000");
-    let bytes = resp.into_body().collect().await.unwrap();
+    let bytes = resp.into_body().read_all().await.unwrap();
     assert_eq!(Sha256Digest::of(&bytes), layer);
     assert!(dir.path().join("blobs/sha256").join(layer.hex()).is_file());
     assert!(dir
@@ -334,7 +335,7 @@ async fn concurrent_pulls_of_a_blob_fetch_it_upstream_once() {
         let resp = c.await.unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.headers()["content-length"], "1000000");
-        bodies.push(tokio::spawn(resp.into_body().collect()));
+        bodies.push(tokio::spawn(resp.into_body().read_all()));
     }
     assert_eq!(p.blob_fetches(), 1);
     gate.notify_one();
@@ -348,7 +349,7 @@ async fn concurrent_pulls_of_a_blob_fetch_it_upstream_once() {
         .handle(&get(&path))
         .await
         .into_body()
-        .collect()
+        .read_all()
         .await
         .unwrap();
     assert_eq!(Sha256Digest::of(&bytes), layer);
@@ -372,7 +373,7 @@ async fn a_blob_that_does_not_match_its_digest_is_not_stored_and_the_client_gets
         200,
         "the status goes out before the last byte"
     );
-    let err = resp.into_body().collect().await.unwrap_err().to_string();
+    let err = resp.into_body().read_all().await.unwrap_err().to_string();
     assert!(err.contains("not stored"), "{err}");
     assert!(!dir.path().join("blobs/sha256").join(layer.hex()).exists());
     assert_eq!(
@@ -383,7 +384,7 @@ async fn a_blob_that_does_not_match_its_digest_is_not_stored_and_the_client_gets
     let resp = p
         .handle(&get(&format!("/v2/team/app/blobs/{layer}?ns=example.hub")))
         .await;
-    assert!(resp.into_body().collect().await.is_err());
+    assert!(resp.into_body().read_all().await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -398,7 +399,7 @@ async fn an_upstream_404_is_passed_on_and_records_nothing() {
         .await;
     assert_eq!(resp.status(), 404);
     let body: serde_json::Value =
-        serde_json::from_slice(&resp.into_body().collect().await.unwrap()).unwrap();
+        serde_json::from_slice(&resp.into_body().read_all().await.unwrap()).unwrap();
     assert_eq!(body["errors"][0]["code"], "MANIFEST_UNKNOWN");
     let missing = Sha256Digest([0; 32]);
     let resp = p
@@ -431,7 +432,7 @@ async fn an_unreachable_upstream_is_a_quick_502_and_records_nothing() {
         start.elapsed()
     );
     let body: serde_json::Value =
-        serde_json::from_slice(&resp.into_body().collect().await.unwrap()).unwrap();
+        serde_json::from_slice(&resp.into_body().read_all().await.unwrap()).unwrap();
     assert_eq!(body["errors"][0]["code"], "UNAVAILABLE");
     let message = body["errors"][0]["message"].as_str().unwrap();
     assert!(
@@ -466,7 +467,7 @@ async fn bad_requests_get_oci_errors() {
         let resp = p.handle(&req).await;
         assert_eq!(resp.status(), status, "{}", req.uri());
         let body: serde_json::Value =
-            serde_json::from_slice(&resp.into_body().collect().await.unwrap()).unwrap();
+            serde_json::from_slice(&resp.into_body().read_all().await.unwrap()).unwrap();
         assert_eq!(body["errors"][0]["code"], code, "{}", req.uri());
     }
     let resp = p.handle(&get("/v2/")).await;
@@ -475,4 +476,54 @@ async fn bad_requests_get_oci_errors() {
         resp.headers()["docker-distribution-api-version"],
         "registry/2.0"
     );
+}
+
+/// Regression (issue 10, bug 2): the capture proxy answered 200 to a request with a 100 KiB
+/// header. On `airlock-oci`'s server loop it refuses hostile requests as the stub's
+/// registry does (the same checks run there), stays up, and stops on its shutdown future.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_refuses_hostile_requests_and_stays_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = proxy(dir.path(), "127.0.0.1:9");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let opts = super::ServeOptions {
+        header_read_timeout: Duration::from_millis(500),
+        ..super::serve_options()
+    };
+    let task = tokio::spawn(super::serve(listener, p, opts, async {
+        let _ = stopped.await;
+    }));
+    airlock_oci::testutil::assert_refuses_hostile_requests(addr, Duration::from_millis(500)).await;
+    // A bad request through the socket still gets the proxy's OCI error.
+    let r = airlock_oci::testutil::exchange(
+        addr,
+        b"GET /v2/Bad/manifests/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let h = airlock_oci::testutil::head_of(&r);
+    assert!(h.starts_with("http/1.1 400"), "{h}");
+    assert!(String::from_utf8_lossy(&r).contains("NAME_INVALID"));
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("serve returns after shutdown")
+        .unwrap();
+}
+
+#[test]
+fn every_docker_hub_alias_is_one_upstream() {
+    for ns in [
+        "docker.io",
+        "index.docker.io",
+        "registry-1.docker.io",
+        "registry.hub.docker.com",
+    ] {
+        let r = resolve("busybox", Some(ns)).unwrap();
+        assert_eq!(
+            (r.host.as_str(), r.name.as_str()),
+            ("docker.io", "library/busybox")
+        );
+    }
 }

@@ -18,9 +18,16 @@ use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
+use airlock_oci::media::MANIFEST_TYPES;
+use airlock_oci::name::canonical_host;
+
 use super::error::{chain, ProxyError};
-use crate::image::registry::{canonical_host, Credentials, RegistryError};
-use crate::image::{Mirror, MANIFEST_TYPES};
+use crate::image::registry::{Credentials, RegistryError};
+use crate::image::Mirror;
+
+/// The reference part of a manifest request: a tag is resolved upstream every time (tags
+/// move), a digest is served from the capture once stored.
+pub use airlock_oci::Reference as ManifestRef;
 
 /// The upstream registries the proxy fetches from.
 pub struct Upstream {
@@ -238,25 +245,6 @@ impl Upstream {
                 what,
                 cause: chain(&err),
             },
-        }
-    }
-}
-
-/// The reference part of a manifest request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ManifestRef {
-    /// A tag: resolved upstream every time (tags move).
-    Tag(String),
-    /// A digest: content-addressed, served from the capture once stored.
-    Digest(Sha256Digest),
-}
-
-impl ManifestRef {
-    /// `:tag` or `@sha256:...`.
-    pub fn suffix(&self) -> String {
-        match self {
-            ManifestRef::Tag(t) => format!(":{t}"),
-            ManifestRef::Digest(d) => format!("@{d}"),
         }
     }
 }

@@ -20,6 +20,7 @@ use std::str::FromStr;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use airlock_oci::name::canonical_host;
 use airlock_payload::{BlobSource, Sha256Digest};
 use base64::Engine as _;
 use oci_client::client::{ClientConfig, ClientProtocol};
@@ -53,16 +54,6 @@ pub struct Mirror {
     pub plain_http: bool,
 }
 
-/// Docker Hub's aliases are one host.
-pub(crate) fn canonical_host(host: &str) -> String {
-    match host {
-        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
-            "docker.io".to_owned()
-        }
-        h => h.to_owned(),
-    }
-}
-
 impl FromStr for Mirror {
     type Err = RegistryError;
 
@@ -83,7 +74,7 @@ impl FromStr for Mirror {
             return Err(bad());
         }
         Ok(Mirror {
-            host: canonical_host(host),
+            host: canonical_host(host).to_owned(),
             endpoint: endpoint.to_owned(),
             plain_http,
         })
@@ -199,7 +190,7 @@ impl Credentials {
             let host = key
                 .trim_start_matches("https://")
                 .trim_start_matches("http://");
-            let host = canonical_host(host.split('/').next().unwrap_or(host));
+            let host = canonical_host(host.split('/').next().unwrap_or(host)).to_owned();
             let pair = match (&entry.auth, &entry.username, &entry.password) {
                 (Some(a), _, _) if !a.is_empty() => base64::engine::general_purpose::STANDARD
                     .decode(a.trim())
@@ -223,7 +214,7 @@ impl Credentials {
 
     /// The credentials for `host`, else anonymous access.
     pub fn for_host(&self, host: &str) -> RegistryAuth {
-        match self.0.get(&canonical_host(host)) {
+        match self.0.get(canonical_host(host)) {
             Some((u, p)) => RegistryAuth::Basic(u.clone(), p.clone()),
             None => RegistryAuth::Anonymous,
         }

@@ -1,4 +1,5 @@
-//! Response bodies: small JSON in memory, and blob content straight from the payload.
+//! Blob content straight from the payload, as an `airlock-oci` [`Body`] stream (small JSON
+//! answers are plain in-memory bodies).
 //!
 //! Blob content is produced by a blocking task (frame checks and zstd decoding are CPU work)
 //! and handed to hyper through a channel of at most [`CHANNEL_DEPTH`] chunks, so a slow
@@ -15,8 +16,10 @@ use std::task::{Context, Poll};
 
 use airlock_payload::{Blob, Codec, Payload};
 
-use super::Release;
+use airlock_oci::Body;
 use bytes::Bytes;
+
+use super::Release;
 use hyper::body::{Frame, SizeHint};
 use tokio::sync::mpsc;
 
@@ -25,15 +28,26 @@ pub const CHUNK: usize = 256 << 10;
 /// Chunks buffered between the producer and the connection.
 pub const CHANNEL_DEPTH: usize = 2;
 
-/// A response body.
-#[derive(Debug)]
-pub struct Body(Kind);
-
-#[derive(Debug)]
-enum Kind {
-    Empty,
-    Full(Option<Bytes>),
-    Blob(BlobStream),
+/// `len` bytes of `blob` from `offset` (the caller keeps them inside the blob), as a body.
+pub fn blob_body(
+    payload: Arc<Payload<'static>>,
+    release: Release,
+    blob: Blob,
+    offset: u64,
+    len: u64,
+) -> Body {
+    debug_assert!(offset + len <= blob.size);
+    if len == 0 {
+        return Body::empty();
+    }
+    Body::stream(BlobStream {
+        payload,
+        release,
+        blob,
+        offset,
+        remaining: len,
+        rx: None,
+    })
 }
 
 /// `len` bytes of a blob from `offset`, produced on first poll.
@@ -47,46 +61,7 @@ struct BlobStream {
     rx: Option<mpsc::Receiver<io::Result<Bytes>>>,
 }
 
-impl Body {
-    /// No content.
-    pub fn empty() -> Self {
-        Body(Kind::Empty)
-    }
-
-    /// Content held in memory.
-    pub fn full(bytes: impl Into<Bytes>) -> Self {
-        let bytes = bytes.into();
-        if bytes.is_empty() {
-            Body::empty()
-        } else {
-            Body(Kind::Full(Some(bytes)))
-        }
-    }
-
-    /// `len` bytes of `blob` from `offset` (the caller keeps them inside the blob).
-    pub fn blob(
-        payload: Arc<Payload<'static>>,
-        release: Release,
-        blob: Blob,
-        offset: u64,
-        len: u64,
-    ) -> Self {
-        debug_assert!(offset + len <= blob.size);
-        if len == 0 {
-            return Body::empty();
-        }
-        Body(Kind::Blob(BlobStream {
-            payload,
-            release,
-            blob,
-            offset,
-            remaining: len,
-            rx: None,
-        }))
-    }
-}
-
-impl hyper::body::Body for Body {
+impl hyper::body::Body for BlobStream {
     type Data = Bytes;
     type Error = io::Error;
 
@@ -94,27 +69,15 @@ impl hyper::body::Body for Body {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        match &mut self.get_mut().0 {
-            Kind::Empty => Poll::Ready(None),
-            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Blob(s) => s.poll_chunk(cx),
-        }
+        self.get_mut().poll_chunk(cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.0 {
-            Kind::Empty => true,
-            Kind::Full(b) => b.is_none(),
-            Kind::Blob(s) => s.remaining == 0,
-        }
+        self.remaining == 0
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.0 {
-            Kind::Empty => SizeHint::with_exact(0),
-            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Blob(s) => SizeHint::with_exact(s.remaining),
-        }
+        SizeHint::with_exact(self.remaining)
     }
 }
 

@@ -1,21 +1,18 @@
-//! Every way a registry request can fail, and the one place that turns each into an OCI
-//! error code, an HTTP status and a JSON body.
+//! Every way a registry request can fail. Mistakes any of our servers refuses alike (bad
+//! paths, names, tags, digests, writes, oversized heads) are [`RequestError`]s from
+//! `airlock-oci`; this enum adds what only a registry of captured images can fail at, and
+//! its [`OciError`] impl is the one place that gives each its code, status and detail.
 
-use http::{header, HeaderValue, Response, StatusCode};
+use airlock_oci::{OciError, RequestError};
+use http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde_json::json;
-
-use super::body::Body;
-use super::json_response;
-
-/// Longest piece of client input repeated in an error message.
-const ECHO_MAX: usize = 128;
 
 /// A request the registry answers with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    /// The repository name breaks the OCI name grammar (or does not decode to text).
-    #[error("invalid repository name {0:?}")]
-    NameInvalid(String),
+    /// A request no server of ours accepts (path, method, name, tag, digest, head size).
+    #[error(transparent)]
+    Request(#[from] RequestError),
     /// No captured image lives in this repository.
     #[error("repository {name:?} is not known in namespace {ns}")]
     NameUnknown {
@@ -44,21 +41,6 @@ pub enum RegistryError {
         /// The digest asked for.
         digest: String,
     },
-    /// Not `sha256:` and 64 lowercase hex characters.
-    #[error("invalid digest {0:?} (only sha256 digests exist here)")]
-    DigestInvalid(String),
-    /// A manifest reference that is neither a digest nor a valid tag.
-    #[error("invalid tag {0:?}")]
-    TagInvalid(String),
-    /// `n` is not a number.
-    #[error("invalid page size {0:?}")]
-    PaginationInvalid(String),
-    /// Anything but GET and HEAD: this registry is read-only.
-    #[error("method {0} is not supported: this registry is read-only")]
-    Unsupported(String),
-    /// A path outside the distribution API.
-    #[error("no such endpoint {0:?}")]
-    NotFound(String),
     /// A `Range` that starts at or beyond the end of the blob.
     #[error("range {range:?} is outside the blob's {size} bytes")]
     RangeNotSatisfiable {
@@ -66,16 +48,6 @@ pub enum RegistryError {
         range: String,
         /// Blob length.
         size: u64,
-    },
-    /// A request head (request line and headers) over the server's limit. hyper's read
-    /// buffer limit alone lets a head through that arrives in one piece of up to about twice
-    /// the limit (found by `bench/load.sh`'s malformed stream), so the server checks it.
-    #[error("request head of {size} bytes is over the limit of {limit} bytes")]
-    HeadTooLarge {
-        /// About how large the head is.
-        size: usize,
-        /// [`super::ServeOptions::max_buf_size`].
-        limit: usize,
     },
     /// The installer's bytes for this content are damaged.
     #[error("the installer's copy of {what} is damaged")]
@@ -88,46 +60,32 @@ pub enum RegistryError {
     },
 }
 
-impl RegistryError {
-    /// The OCI (or Docker distribution) error code.
-    pub fn code(&self) -> &'static str {
+impl OciError for RegistryError {
+    fn code(&self) -> &'static str {
         match self {
-            RegistryError::NameInvalid(_) => "NAME_INVALID",
+            RegistryError::Request(e) => e.code(),
             RegistryError::NameUnknown { .. } => "NAME_UNKNOWN",
             RegistryError::ManifestUnknown { .. } => "MANIFEST_UNKNOWN",
             RegistryError::BlobUnknown { .. } => "BLOB_UNKNOWN",
-            RegistryError::DigestInvalid(_) => "DIGEST_INVALID",
-            RegistryError::TagInvalid(_) => "TAG_INVALID",
-            RegistryError::PaginationInvalid(_) => "PAGINATION_NUMBER_INVALID",
-            RegistryError::Unsupported(_) => "UNSUPPORTED",
-            RegistryError::NotFound(_) => "NOT_FOUND",
             RegistryError::RangeNotSatisfiable { .. } => "RANGE_INVALID",
-            RegistryError::HeadTooLarge { .. } => "UNSUPPORTED",
             RegistryError::Damaged { .. } => "UNKNOWN",
         }
     }
 
-    /// The HTTP status.
-    pub fn status(&self) -> StatusCode {
+    fn status(&self) -> StatusCode {
         match self {
-            RegistryError::NameInvalid(_)
-            | RegistryError::DigestInvalid(_)
-            | RegistryError::TagInvalid(_)
-            | RegistryError::PaginationInvalid(_) => StatusCode::BAD_REQUEST,
+            RegistryError::Request(e) => e.status(),
             RegistryError::NameUnknown { .. }
             | RegistryError::ManifestUnknown { .. }
-            | RegistryError::BlobUnknown { .. }
-            | RegistryError::NotFound(_) => StatusCode::NOT_FOUND,
-            RegistryError::Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
+            | RegistryError::BlobUnknown { .. } => StatusCode::NOT_FOUND,
             RegistryError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
-            RegistryError::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             RegistryError::Damaged { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
-    /// The `detail` member of the error body.
     fn detail(&self) -> serde_json::Value {
         match self {
+            RegistryError::Request(e) => e.detail(),
             RegistryError::NameUnknown { ns, name } => json!({ "namespace": ns, "name": name }),
             RegistryError::ManifestUnknown {
                 ns,
@@ -138,29 +96,13 @@ impl RegistryError {
                 json!({ "namespace": ns, "name": name, "digest": digest })
             }
             RegistryError::RangeNotSatisfiable { size, .. } => json!({ "size": size }),
-            RegistryError::HeadTooLarge { size, limit } => json!({ "size": size, "limit": limit }),
             RegistryError::Damaged { source, .. } => json!({ "cause": source.to_string() }),
-            _ => serde_json::Value::Null,
         }
     }
 
-    /// The response: status, `{"errors":[{code, message, detail}]}` (no body for HEAD),
-    /// and the headers some errors need (`Allow`, `Content-Range`).
-    pub fn into_response(self, head: bool) -> Response<Body> {
-        let body = json!({ "errors": [{
-            "code": self.code(),
-            "message": self.to_string(),
-            "detail": self.detail(),
-        }]});
-        let mut resp = json_response(self.status(), &body, head);
-        let h = resp.headers_mut();
-        match &self {
-            RegistryError::Unsupported(_) => {
-                h.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            }
-            RegistryError::HeadTooLarge { .. } => {
-                h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
+    fn headers(&self, h: &mut HeaderMap) {
+        match self {
+            RegistryError::Request(e) => e.headers(h),
             RegistryError::RangeNotSatisfiable { size, .. } => {
                 h.insert(
                     header::CONTENT_RANGE,
@@ -169,18 +111,13 @@ impl RegistryError {
             }
             _ => {}
         }
-        resp
     }
 }
 
-/// `s` cut to a length fit for an error message (client input can be 60 kB long).
-pub(crate) fn echo(s: &str) -> String {
-    if s.len() <= ECHO_MAX {
-        return s.to_owned();
+impl RegistryError {
+    /// The response: status, `{"errors":[{code, message, detail}]}` (no body for HEAD),
+    /// and the headers some errors need (`Allow`, `Content-Range`).
+    pub fn into_response(self, head: bool) -> http::Response<airlock_oci::Body> {
+        airlock_oci::error_response(&self, head)
     }
-    let mut end = ECHO_MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &s[..end])
 }

@@ -2,8 +2,9 @@
 //! the images captured in the installer, served straight from the mapped file.
 //!
 //! [`Registry`] is a plain value: [`Registry::handle`] turns a request into a response
-//! without sockets, so tests call it directly; [`serve`] wires it to hyper and tokio, with
-//! limits for hostile clients and a graceful shutdown.
+//! without sockets, so tests call it directly; [`serve`] wires it to `airlock-oci`'s server
+//! loop (hyper and tokio, with limits for hostile clients and a graceful shutdown), which
+//! the builder's capture proxy shares.
 //!
 //! Endpoints: `GET /v2/`; `GET|HEAD /v2/<name>/manifests/<tag|digest>`;
 //! `GET|HEAD /v2/<name>/blobs/<digest>` (with `Range`); `GET /v2/<name>/tags/list`;
@@ -11,51 +12,40 @@
 //!
 //! **Namespaces.** One installer may hold `docker.io/library/app:1` and
 //! `example.hub/library/app:1` as different images. Names resolve to an upstream registry
-//! (the namespace) this way:
-//!
-//! 1. `?ns=<host>` (what containerd sends through a mirror) names it; the path holds only the
-//!    repository.
-//! 2. Without `ns`, a first path component that looks like a host (`.`, `:` or `localhost`)
-//!    and is the registry of some captured image selects it:
-//!    `/v2/example.hub/library/app/manifests/1` (podman/CRI-O mirrors, skopeo).
-//! 3. Otherwise the name is a `docker.io` repository.
+//! (the namespace) by [`airlock_oci::name::resolve`]: `?ns=<host>` (what containerd sends
+//! through a mirror); else a host-like first path component that is the registry of some
+//! captured image (`/v2/example.hub/library/app/manifests/1`: podman/CRI-O mirrors,
+//! skopeo); else `docker.io`. Docker Hub's aliases (`index.docker.io`, ...) are `docker.io`.
 //!
 //! Successful and failed answers about a repository carry `OCI-Namespace: <host>`.
 
 mod body;
 mod error;
 mod range;
-mod server;
 
 #[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
+use std::future::Future;
 use std::sync::Arc;
 
-use airlock_payload::{
-    is_valid_registry, is_valid_repository, is_valid_tag, Payload, Sha256Digest,
-};
-use http::{header, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use airlock_oci::error::echo;
+use airlock_oci::headers::{API_VERSION, API_VERSION_VALUE, CONTENT_DIGEST, OCI_NAMESPACE};
+use airlock_oci::route::parse_digest;
+use airlock_oci::{json_response, media, name, Query, Reference, RequestError, Route};
+use airlock_payload::{Payload, Sha256Digest};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use serde_json::json;
+use tokio::net::TcpListener;
 
-pub use body::Body;
+pub use airlock_oci::name::DEFAULT_NAMESPACE;
+pub use airlock_oci::{shutdown_signal, Body, ServeOptions};
 pub use error::RegistryError;
 pub use range::RangeRequest;
-pub use server::{serve, shutdown_signal, ServeOptions};
 
-use error::echo;
-
-/// The registry that a name without namespace belongs to.
-pub const DEFAULT_NAMESPACE: &str = "docker.io";
-
-/// `Docker-Content-Digest`.
-const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
-/// `OCI-Namespace`: the upstream registry a repository answer is about.
-const OCI_NAMESPACE: HeaderName = HeaderName::from_static("oci-namespace");
-/// `Docker-Distribution-API-Version`.
-const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+use body::blob_body;
 
 /// Lookup tables for one repository of one upstream registry.
 #[derive(Debug, Default)]
@@ -107,13 +97,28 @@ pub struct Registry {
 /// The repository a request is about, once its name is resolved.
 struct Target<'r> {
     /// Upstream registry host.
-    ns: &'r str,
+    ns: String,
     /// Repository inside it.
-    repo: &'r str,
+    repo: String,
     /// The name as the path gave it (for `tags/list` and `Link`).
     name: &'r str,
     /// `ns` as the query gave it.
     ns_param: Option<&'r str>,
+}
+
+/// Serves `registry` on `listener` with `airlock-oci`'s server loop until `shutdown`
+/// completes (see [`airlock_oci::server`] for the limits and the drain).
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    opts: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) {
+    let handler = move |req: Request<hyper::body::Incoming>| {
+        let registry = registry.clone();
+        async move { registry.handle(&req) }
+    };
+    airlock_oci::serve(listener, handler, opts, shutdown).await;
 }
 
 impl Registry {
@@ -174,48 +179,29 @@ impl Registry {
         let head = req.method() == Method::HEAD;
         let mut resp = self.route(req).unwrap_or_else(|e| e.into_response(head));
         resp.headers_mut()
-            .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+            .insert(API_VERSION, HeaderValue::from_static(API_VERSION_VALUE));
         resp
     }
 
     fn route<B>(&self, req: &Request<B>) -> Result<Response<Body>, RegistryError> {
-        let path = req.uri().path();
-        let rest = match path.strip_prefix("/v2") {
-            Some(r) if r.is_empty() || r.starts_with('/') => r,
-            _ => return Err(RegistryError::NotFound(echo(path))),
-        };
-        let head = match *req.method() {
-            Method::GET => false,
-            Method::HEAD => true,
-            ref m => return Err(RegistryError::Unsupported(echo(m.as_str()))),
-        };
-        let rest = rest.strip_prefix('/').unwrap_or(rest);
-        if rest.is_empty() {
-            return Ok(json_response(StatusCode::OK, &json!({}), head));
-        }
-        let query = Query::parse(req.uri().query())?;
-        let rest = percent_decode(rest).ok_or_else(|| RegistryError::NameInvalid(echo(rest)))?;
-        if rest == "_catalog" {
-            return self.catalog(&query, head);
-        }
-        let not_found = || RegistryError::NotFound(echo(path));
-        let (front, last) = rest.rsplit_once('/').ok_or_else(not_found)?;
-        if last == "list" {
-            if let Some(name) = front.strip_suffix("/tags") {
-                return self.in_repo(name, &query, head, |t| self.tags_list(t, &query, head));
+        let head = req.method() == Method::HEAD;
+        let (route, query) = Route::parse(req.method(), req.uri())?;
+        match route {
+            Route::Base => Ok(json_response(StatusCode::OK, &json!({}), head)),
+            Route::Catalog => self.catalog(&query, head),
+            Route::TagsList { name } => {
+                self.in_repo(&name, &query, head, |t| self.tags_list(t, &query, head))
             }
-        }
-        let (name, kind) = front.rsplit_once('/').ok_or_else(not_found)?;
-        match kind {
-            "manifests" => self.in_repo(name, &query, head, |t| self.manifest(t, last, head)),
-            "blobs" => self.in_repo(name, &query, head, |t| {
+            Route::Manifest { name, reference } => {
+                self.in_repo(&name, &query, head, |t| self.manifest(t, &reference, head))
+            }
+            Route::Blob { name, digest } => self.in_repo(&name, &query, head, |t| {
                 let range = req
                     .headers()
                     .get(header::RANGE)
                     .and_then(|v| v.to_str().ok());
-                self.blob(t, last, range, head)
+                self.blob(t, &digest, range, head)
             }),
-            _ => Err(not_found()),
         }
     }
 
@@ -230,47 +216,25 @@ impl Registry {
     ) -> Result<Response<Body>, RegistryError> {
         let target = self.resolve(name, query.ns.as_deref())?;
         let mut resp = f(&target).unwrap_or_else(|e| e.into_response(head));
-        let ns = HeaderValue::from_str(target.ns).expect("a valid registry host is ASCII");
+        let ns = HeaderValue::from_str(&target.ns).expect("a valid registry host is ASCII");
         resp.headers_mut().insert(OCI_NAMESPACE, ns);
         Ok(resp)
     }
 
-    /// See the module documentation for the rules.
-    fn resolve<'r>(
-        &'r self,
-        name: &'r str,
-        ns: Option<&'r str>,
-    ) -> Result<Target<'r>, RegistryError> {
-        let (namespace, repo) = match ns {
-            Some(ns) => {
-                if !is_valid_registry(ns) {
-                    return Err(RegistryError::NameInvalid(format!(
-                        "namespace {}",
-                        echo(ns)
-                    )));
-                }
-                (canonical_namespace(ns), name)
-            }
-            None => match name.split_once('/') {
-                Some((first, rest)) if looks_like_host(first) && self.repos.contains_key(first) => {
-                    (first, rest)
-                }
-                _ => (DEFAULT_NAMESPACE, name),
-            },
-        };
-        if !is_valid_repository(repo) {
-            return Err(RegistryError::NameInvalid(echo(name)));
-        }
+    /// Resolves `name` by [`name::resolve`]: a path prefix selects only the registries of
+    /// captured images.
+    fn resolve<'r>(&self, name: &'r str, ns: Option<&'r str>) -> Result<Target<'r>, RegistryError> {
+        let n = name::resolve(name, ns, |host| self.repos.contains_key(host))?;
         Ok(Target {
-            ns: namespace,
-            repo,
+            ns: n.host,
+            repo: n.repository,
             name,
             ns_param: ns,
         })
     }
 
     fn repo(&self, t: &Target<'_>) -> Option<&Repo> {
-        self.repos.get(t.ns).and_then(|r| r.get(t.repo))
+        self.repos.get(&t.ns).and_then(|r| r.get(&t.repo))
     }
 
     fn manifest(
@@ -280,31 +244,22 @@ impl Registry {
         head: bool,
     ) -> Result<Response<Body>, RegistryError> {
         let unknown = || RegistryError::ManifestUnknown {
-            ns: t.ns.to_owned(),
-            name: t.repo.to_owned(),
+            ns: t.ns.clone(),
+            name: t.repo.clone(),
             reference: echo(reference),
         };
-        let digest = if reference.contains(':') {
-            let d: Sha256Digest = reference
-                .parse()
-                .map_err(|_| RegistryError::DigestInvalid(echo(reference)))?;
-            Some(d)
-        } else if is_valid_tag(reference) {
-            None
-        } else {
-            return Err(RegistryError::TagInvalid(echo(reference)));
-        };
+        let parsed = Reference::parse(reference)?;
         let repo = self.repo(t).ok_or_else(unknown)?;
-        let digest = match digest {
-            Some(d) => d,
-            None => *repo.tags.get(reference).ok_or_else(unknown)?,
+        let digest = match parsed {
+            Reference::Digest(d) => d,
+            Reference::Tag(tag) => *repo.tags.get(&tag).ok_or_else(unknown)?,
         };
         let media_type = repo.manifests.get(&digest).ok_or_else(unknown)?;
         let blob = self.payload.index().blob(&digest).ok_or_else(unknown)?;
         let mut resp = Response::new(if head {
             Body::empty()
         } else {
-            Body::blob(
+            blob_body(
                 self.payload.clone(),
                 self.release,
                 blob.clone(),
@@ -316,7 +271,7 @@ impl Registry {
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_str(media_type)
-                .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+                .unwrap_or(HeaderValue::from_static(media::OCTET_STREAM)),
         );
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(blob.size));
         h.insert(CONTENT_DIGEST, digest_value(&digest));
@@ -330,12 +285,10 @@ impl Registry {
         range: Option<&str>,
         head: bool,
     ) -> Result<Response<Body>, RegistryError> {
-        let d: Sha256Digest = digest
-            .parse()
-            .map_err(|_| RegistryError::DigestInvalid(echo(digest)))?;
+        let d = parse_digest(digest)?;
         let unknown = || RegistryError::BlobUnknown {
-            ns: t.ns.to_owned(),
-            name: t.repo.to_owned(),
+            ns: t.ns.clone(),
+            name: t.repo.clone(),
             digest: d.to_string(),
         };
         let repo = self.repo(t).ok_or_else(unknown)?;
@@ -358,13 +311,13 @@ impl Registry {
         let mut resp = Response::new(if head {
             Body::empty()
         } else {
-            Body::blob(self.payload.clone(), self.release, blob.clone(), start, len)
+            blob_body(self.payload.clone(), self.release, blob.clone(), start, len)
         });
         *resp.status_mut() = status;
         let h = resp.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("application/octet-stream"),
+            HeaderValue::from_static(media::OCTET_STREAM),
         );
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -386,10 +339,10 @@ impl Registry {
         head: bool,
     ) -> Result<Response<Body>, RegistryError> {
         let repo = self.repo(t).ok_or_else(|| RegistryError::NameUnknown {
-            ns: t.ns.to_owned(),
-            name: t.repo.to_owned(),
+            ns: t.ns.clone(),
+            name: t.repo.clone(),
         })?;
-        let (page, next) = paginate(repo.tags.keys().map(String::as_str), query);
+        let (page, next) = paginate(repo.tags.keys().map(String::as_str), query)?;
         let mut resp = json_response(
             StatusCode::OK,
             &json!({ "name": t.name, "tags": page }),
@@ -407,7 +360,7 @@ impl Registry {
     }
 
     fn catalog(&self, query: &Query, head: bool) -> Result<Response<Body>, RegistryError> {
-        let (page, next) = paginate(self.catalog.iter().map(String::as_str), query);
+        let (page, next) = paginate(self.catalog.iter().map(String::as_str), query)?;
         let mut resp = json_response(StatusCode::OK, &json!({ "repositories": page }), head);
         if let Some(last) = next {
             let link = format!("</v2/_catalog?last={last}&n={}>; rel=\"next\"", page.len());
@@ -418,13 +371,20 @@ impl Registry {
 }
 
 /// The page of sorted `items` after `query.last`, at most `query.n` long, and the last item
-/// of the page when more follow.
+/// of the page when more follow; `PAGINATION_NUMBER_INVALID` when `n` is not a number.
 fn paginate<'a>(
     items: impl Iterator<Item = &'a str>,
     query: &Query,
-) -> (Vec<&'a str>, Option<&'a str>) {
+) -> Result<(Vec<&'a str>, Option<&'a str>), RegistryError> {
+    let n = match query.n.as_deref() {
+        Some(n) => Some(
+            n.parse::<usize>()
+                .map_err(|_| RequestError::PaginationInvalid(echo(n)))?,
+        ),
+        None => None,
+    };
     let mut rest = items.filter(|i| query.last.as_deref().is_none_or(|l| *i > l));
-    let page: Vec<&str> = match query.n {
+    let page: Vec<&str> = match n {
         Some(n) => rest.by_ref().take(n).collect(),
         None => rest.by_ref().collect(),
     };
@@ -434,7 +394,7 @@ fn paginate<'a>(
     } else {
         None
     };
-    (page, next)
+    Ok((page, next))
 }
 
 fn insert_link(resp: &mut Response<Body>, link: &str) {
@@ -444,98 +404,6 @@ fn insert_link(resp: &mut Response<Body>, link: &str) {
     }
 }
 
-/// A JSON answer with `Content-Type` and `Content-Length` (no body for HEAD).
-pub(super) fn json_response(
-    status: StatusCode,
-    value: &serde_json::Value,
-    head: bool,
-) -> Response<Body> {
-    let bytes = serde_json::to_vec(value).expect("a JSON value serializes");
-    let len = bytes.len();
-    let mut resp = Response::new(if head {
-        Body::empty()
-    } else {
-        Body::full(bytes)
-    });
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    resp
-}
-
 fn digest_value(d: &Sha256Digest) -> HeaderValue {
     HeaderValue::from_str(&d.to_string()).expect("a digest is ASCII")
-}
-
-/// The spellings of Docker Hub that mean `docker.io`.
-fn canonical_namespace(ns: &str) -> &str {
-    match ns {
-        "index.docker.io" | "registry-1.docker.io" => DEFAULT_NAMESPACE,
-        other => other,
-    }
-}
-
-/// The reference grammar's test for a registry host as the first name component.
-fn looks_like_host(component: &str) -> bool {
-    component.contains('.') || component.contains(':') || component == "localhost"
-}
-
-/// The query parameters the registry reads.
-#[derive(Debug, Default)]
-struct Query {
-    ns: Option<String>,
-    n: Option<usize>,
-    last: Option<String>,
-}
-
-impl Query {
-    fn parse(query: Option<&str>) -> Result<Query, RegistryError> {
-        let mut q = Query::default();
-        for pair in query.unwrap_or_default().split('&') {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let decoded =
-                || percent_decode(value).ok_or_else(|| RegistryError::NameInvalid(echo(value)));
-            match key {
-                "ns" => q.ns = Some(decoded()?),
-                "last" => q.last = Some(decoded()?),
-                "n" => {
-                    let n = value
-                        .parse()
-                        .map_err(|_| RegistryError::PaginationInvalid(echo(value)))?;
-                    q.n = Some(n);
-                }
-                _ => {}
-            }
-        }
-        Ok(q)
-    }
-}
-
-/// Decodes `%XX` escapes; `None` for a broken escape or bytes that are not UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
-    if !s.contains('%') {
-        return Some(s.to_owned());
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = b.get(i + 1..i + 3)?;
-            if !hex.iter().all(u8::is_ascii_hexdigit) {
-                return None;
-            }
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }

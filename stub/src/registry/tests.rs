@@ -11,6 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
 use crate::testutil::{damage_frame, installer_with_images, ImageSpec, OCI_MANIFEST};
+use airlock_oci::testutil::{assert_refuses_hostile_requests, exchange, head_of};
 
 const MIB: usize = 1 << 20;
 
@@ -642,98 +643,31 @@ async fn start() -> (
     (addr, tx, task)
 }
 
-/// Sends `request` and reads until the server closes (or 5 s pass).
-async fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> Vec<u8> {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    // The server may close before everything is written (oversized heads).
-    let _ = s.write_all(request).await;
-    let mut out = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
-    assert!(read.is_ok(), "the server neither answered nor closed");
-    out
-}
-
-fn head_of(response: &[u8]) -> String {
-    let end = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(response.len());
-    String::from_utf8_lossy(&response[..end]).to_lowercase()
-}
-
 #[test]
-fn head_len_counts_request_line_and_headers() {
-    let req = Request::builder()
-        .uri("/v2/")
-        .header("host", "x")
-        .body(())
-        .unwrap();
-    // "GET /v2/ HTTP/1.1\r\n" + "host: x\r\n" + "\r\n"
-    assert_eq!(server::head_len(&req), 19 + 9 + 2);
-}
-
-#[test]
-fn an_oversized_head_gets_an_oci_error_and_a_closed_connection() {
-    let resp = RegistryError::HeadTooLarge {
-        size: 100_000,
-        limit: 65_536,
+fn a_docker_hub_alias_as_ns_is_docker_io() {
+    // Regression (issue 10, bug 1): `registry.hub.docker.com` was a namespace of its own.
+    let reg = registry();
+    let f = fixture();
+    for ns in [
+        "docker.io",
+        "index.docker.io",
+        "registry-1.docker.io",
+        "registry.hub.docker.com",
+    ] {
+        let resp = head(&reg, &format!("/v2/library/app/manifests/1?ns={ns}"));
+        assert_eq!(resp.status(), StatusCode::OK, "{ns}");
+        assert_eq!(hdr(&resp, "oci-namespace"), Some("docker.io"), "{ns}");
+        assert_eq!(
+            hdr(&resp, "docker-content-digest"),
+            Some(f.big.digest().to_string().as_str())
+        );
     }
-    .into_response(false);
-    assert_eq!(hdr(&resp, "connection"), Some("close"));
-    assert_error(resp, 431, "UNSUPPORTED");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_socket_client_gets_answers_and_oversized_heads_are_refused() {
     let (addr, stop, task) = start().await;
-    let ok = b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    let r = exchange(addr, ok).await;
-    let h = head_of(&r);
-    assert!(h.starts_with("http/1.1 200"), "{h}");
-    assert!(
-        h.contains("docker-distribution-api-version: registry/2.0"),
-        "{h}"
-    );
-    assert!(r.ends_with(b"{}"));
-
-    // 100 KiB of headers: 431 or a closed connection, never an answer.
-    let mut big = b"GET /v2/ HTTP/1.1\r\nHost: x\r\n".to_vec();
-    for i in 0..1000 {
-        big.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "a".repeat(90)).as_bytes());
-    }
-    big.extend_from_slice(b"\r\n");
-    assert!(big.len() > 100 << 10);
-    let r = exchange(addr, &big).await;
-    let h = head_of(&r);
-    assert!(r.is_empty() || h.starts_with("http/1.1 431"), "{h}");
-
-    // Regression (bench/load.sh's malformed stream): one 100 KiB header in one write got
-    // 200, because hyper checks its buffer limit only while a head is incomplete.
-    let one = format!(
-        "GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Filler: {}\r\n\r\n",
-        "a".repeat(100 << 10)
-    );
-    let r = exchange(addr, one.as_bytes()).await;
-    let h = head_of(&r);
-    assert!(r.is_empty() || h.starts_with("http/1.1 431"), "{h}");
-    // Just under the limit is still served.
-    let fits = format!(
-        "GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Filler: {}\r\n\r\n",
-        "a".repeat(60 << 10)
-    );
-    let h = head_of(&exchange(addr, fits.as_bytes()).await);
-    assert!(h.starts_with("http/1.1 200"), "{h}");
-
-    // A head that never ends is dropped after the header timeout.
-    let started = std::time::Instant::now();
-    let mut slow = TcpStream::connect(addr).await.unwrap();
-    slow.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
-    let mut sink = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut sink)).await;
-    assert!(read.is_ok(), "a slow client kept its connection");
-    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_refuses_hostile_requests(addr, test_options().header_read_timeout).await;
 
     // HEAD keeps Content-Length through hyper; the server still answers after all that.
     let f = fixture();

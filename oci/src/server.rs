@@ -1,11 +1,14 @@
-//! HTTP/1.1 over TCP for a [`Registry`]: hyper does the protocol, tokio the I/O.
+//! One HTTP/1.1 server loop for every OCI server of ours: hyper does the protocol, tokio the
+//! I/O, and the caller only says how a request is answered ([`serve`]'s handler).
 //!
 //! Limits for hostile or broken clients: request heads larger than
 //! [`ServeOptions::max_buf_size`] get `431` and a closed connection (from hyper, or from
 //! [`head_len`] for a head that hyper's buffer limit let through); a head not complete
 //! within [`ServeOptions::header_read_timeout`] closes the connection; at most
 //! [`ServeOptions::max_connections`] connections are served at once (more wait in the
-//! listen backlog). When `shutdown` completes, the listener closes, idle connections close,
+//! listen backlog). Every request is logged at debug level when its answer is complete or
+//! abandoned (method, path, status, bytes, duration). When `shutdown` completes (see
+//! [`shutdown_signal`] for SIGTERM/SIGINT), the listener closes, idle connections close,
 //! requests in flight finish (for at most [`ServeOptions::grace`]) and [`serve`] returns.
 
 use std::convert::Infallible;
@@ -17,7 +20,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -26,8 +29,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use super::error::echo;
-use super::{Body, Registry};
+use crate::body::Body;
+use crate::error::{echo, error_response, RequestError};
+use crate::headers::{API_VERSION, API_VERSION_VALUE};
 
 /// Limits and timeouts of [`serve`].
 #[derive(Debug, Clone)]
@@ -53,14 +57,18 @@ impl Default for ServeOptions {
     }
 }
 
-/// Serves `registry` on `listener` until `shutdown` completes, then drains connections
-/// (see the module documentation) and returns.
-pub async fn serve(
+/// Serves `handler` on `listener` until `shutdown` completes, then drains connections (see
+/// the module documentation) and returns. `handler` answers every request whose head is
+/// within the limit; it should not panic on client input.
+pub async fn serve<H, F>(
     listener: TcpListener,
-    registry: Arc<Registry>,
+    handler: H,
     opts: ServeOptions,
     shutdown: impl Future<Output = ()>,
-) {
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
     let (stop_tx, stop_rx) = watch::channel(());
     let slots = Arc::new(Semaphore::new(opts.max_connections));
     let mut conns = JoinSet::new();
@@ -84,15 +92,15 @@ pub async fn serve(
         };
         while conns.try_join_next().is_some() {}
         let _ = stream.set_nodelay(true);
-        let registry = registry.clone();
+        let handler = handler.clone();
         let mut stop = stop_rx.clone();
         let opts = opts.clone();
         conns.spawn(async move {
             let _slot = slot;
             let max_head = opts.max_buf_size;
             let service = service_fn(move |req: Request<Incoming>| {
-                let registry = registry.clone();
-                async move { Ok::<_, Infallible>(logged(&registry, &req, max_head)) }
+                let handler = handler.clone();
+                async move { Ok::<_, Infallible>(logged(handler, req, max_head).await) }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -150,7 +158,7 @@ pub fn shutdown_signal() -> io::Result<impl Future<Output = ()>> {
 /// About how many bytes the head of `req` took on the wire: request line and header lines.
 /// hyper enforces its buffer limit only while a head is incomplete, so a head that arrives
 /// in one large read passes with up to about twice [`ServeOptions::max_buf_size`].
-pub(super) fn head_len<B>(req: &Request<B>) -> usize {
+pub fn head_len<B>(req: &Request<B>) -> usize {
     let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
     let headers: usize = req
         .headers()
@@ -160,32 +168,35 @@ pub(super) fn head_len<B>(req: &Request<B>) -> usize {
     line + headers + 2
 }
 
-/// Answers `req` (with `431` when its head is over `max_head` bytes) with a body that logs
-/// one line (method, path, status, bytes, duration) when it is dropped, that is when the
-/// response is complete or abandoned.
-fn logged(registry: &Registry, req: &Request<Incoming>, max_head: usize) -> Response<LoggedBody> {
+/// Answers `req` through `handler` (with `431` when its head is over `max_head` bytes)
+/// with a body that logs one line when it is dropped, that is when the response is
+/// complete or abandoned.
+async fn logged<H, F>(handler: H, req: Request<Incoming>, max_head: usize) -> Response<LoggedBody>
+where
+    H: Fn(Request<Incoming>) -> F,
+    F: Future<Output = Response<Body>>,
+{
     let start = Instant::now();
-    let size = head_len(req);
+    let size = head_len(&req);
+    let method = req.method().clone();
+    let path = echo(req.uri().path_and_query().map_or("", |p| p.as_str()));
     let resp = if size > max_head {
-        let head = req.method() == Method::HEAD;
-        let mut r = super::RegistryError::HeadTooLarge {
+        let err = RequestError::HeadTooLarge {
             size,
             limit: max_head,
-        }
-        .into_response(head);
-        r.headers_mut().insert(
-            super::API_VERSION,
-            http::HeaderValue::from_static("registry/2.0"),
-        );
+        };
+        let mut r = error_response(&err, method == Method::HEAD);
+        r.headers_mut()
+            .insert(API_VERSION, HeaderValue::from_static(API_VERSION_VALUE));
         r
     } else {
-        registry.handle(req)
+        handler(req).await
     };
     let status = resp.status();
     resp.map(|inner| LoggedBody {
         inner,
-        method: req.method().clone(),
-        path: echo(req.uri().path_and_query().map_or("", |p| p.as_str())),
+        method,
+        path,
         status,
         sent: 0,
         start,
@@ -193,7 +204,7 @@ fn logged(registry: &Registry, req: &Request<Incoming>, max_head: usize) -> Resp
 }
 
 /// A response body that counts what it sends and logs the request when dropped.
-pub(super) struct LoggedBody {
+struct LoggedBody {
     inner: Body,
     method: Method,
     path: String,
@@ -237,6 +248,53 @@ impl Drop for LoggedBody {
             bytes = self.sent,
             ms = self.start.elapsed().as_secs_f64() * 1000.0,
             "request"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_len_counts_request_line_and_headers() {
+        let req = Request::builder()
+            .uri("/v2/")
+            .header("host", "x")
+            .body(())
+            .unwrap();
+        // "GET /v2/ HTTP/1.1\r\n" + "host: x\r\n" + "\r\n"
+        assert_eq!(head_len(&req), 19 + 9 + 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_server_refuses_hostile_requests_then_shuts_down_on_its_future() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let opts = ServeOptions {
+            header_read_timeout: Duration::from_millis(500),
+            grace: Duration::from_secs(5),
+            ..ServeOptions::default()
+        };
+        let handler = |_req: Request<Incoming>| async {
+            let mut r = crate::json_response(StatusCode::OK, &serde_json::json!({}), false);
+            r.headers_mut()
+                .insert(API_VERSION, HeaderValue::from_static(API_VERSION_VALUE));
+            r
+        };
+        let task = tokio::spawn(serve(listener, handler, opts, async {
+            let _ = rx.await;
+        }));
+        crate::testutil::assert_refuses_hostile_requests(addr, Duration::from_millis(500)).await;
+        tx.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("serve returns after shutdown")
+            .unwrap();
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "still accepting"
         );
     }
 }
