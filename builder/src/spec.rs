@@ -162,6 +162,8 @@ pub struct Spec {
     pub discover: Vec<PathBuf>,
     /// What drops discovered references (`exclude:`).
     pub exclude: Vec<ImagePattern>,
+    /// Helm charts discovery renders with these values (`charts:`, [`crate::discover::charts`]).
+    pub charts: Vec<crate::discover::charts::ChartSpec>,
     /// The absolute folder that relative `src` paths were resolved against.
     pub base_dir: PathBuf,
     /// The spec file, as given (used in messages).
@@ -499,6 +501,8 @@ struct RawSpec {
     hooks: Option<HooksSpec>,
     #[serde(default)]
     exclude: Option<Vec<ImagePattern>>,
+    #[serde(default)]
+    charts: Option<Vec<crate::discover::charts::ChartSpec>>,
 }
 
 /// An `images` entry. `ref` may only be left out by `from: capture:DIR` (every captured
@@ -628,6 +632,7 @@ impl Spec {
                 .map(SourcePath::into_path_buf)
                 .collect(),
             exclude: raw.exclude.unwrap_or_default(),
+            charts: raw.charts.unwrap_or_default(),
             base_dir,
             path: spec_path.to_owned(),
         })
