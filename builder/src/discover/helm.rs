@@ -255,6 +255,8 @@ struct ChartMeta {
     name: String,
     version: String,
     app_version: Option<String>,
+    /// `condition:` of a dependency, by the key its values are under (alias, else name).
+    conditions: BTreeMap<String, String>,
     /// (name, alias, line) of each dependency.
     dependencies: Vec<(String, Option<String>, usize)>,
 }
@@ -270,10 +272,15 @@ fn chart_meta(chart: &ChartFiles, c: &mut Collector) -> ChartMeta {
             .map(str::to_owned)
     };
     let mut dependencies = Vec::new();
+    let mut conditions = BTreeMap::new();
     if let Some(Value::Seq(items)) = doc.get("dependencies").map(|d| &d.value) {
         for item in items {
             if let Some(name) = item.get("name").and_then(Node::non_empty_text) {
                 let alias = item.get("alias").and_then(Node::non_empty_text);
+                if let Some(condition) = item.get("condition").and_then(Node::non_empty_text) {
+                    let key = alias.unwrap_or(name).to_owned();
+                    conditions.insert(key, condition.trim().to_owned());
+                }
                 dependencies.push((name.to_owned(), alias.map(str::to_owned), item.line));
             }
         }
@@ -282,6 +289,7 @@ fn chart_meta(chart: &ChartFiles, c: &mut Collector) -> ChartMeta {
         name: text("name").unwrap_or_default(),
         version: text("version").unwrap_or_default(),
         app_version: text("appVersion"),
+        conditions,
         dependencies,
     }
 }
@@ -417,6 +425,9 @@ fn scan_chart(chart: &ChartFiles, parent: Option<Inherited>, c: &mut Collector, 
     }
     for (sub, sub_meta) in &subcharts {
         for alias in aliases(&meta, &sub_meta.name) {
+            if !c.trust_values && disabled(&meta, &alias, &values) {
+                continue;
+            }
             let inherited = Inherited {
                 values: values.get(&alias),
                 global: values.get("global"),
@@ -436,6 +447,25 @@ fn scan_chart(chart: &ChartFiles, parent: Option<Inherited>, c: &mut Collector, 
             );
         }
     }
+}
+
+/// Whether the subchart under `key` is switched off by its `condition:` (Helm: the first of
+/// its comma-separated paths that is set to a boolean decides).
+fn disabled(meta: &ChartMeta, key: &str, values: &Node) -> bool {
+    let Some(condition) = meta.conditions.get(key) else {
+        return false;
+    };
+    condition
+        .split(',')
+        .find_map(|path| {
+            let node = values.path(path.trim().split('.'))?;
+            match node.as_text() {
+                Some("true") => Some(false),
+                Some("false") => Some(true),
+                _ => None,
+            }
+        })
+        .unwrap_or(false)
 }
 
 /// The value keys a subchart named `name` is configured under: its aliases in the parent's

@@ -121,6 +121,11 @@ pub(crate) fn walk(node: &Node, path: &mut String, how: &Walk, c: &mut Collector
                         let what = format!("{}{path}", how.label);
                         image_field(value, &what, certainty, how, c);
                     }
+                } else if how.values && is_tagged_image_map(value) && !(how.skip)(path) {
+                    // `sidecar: {repository: ..., tag: ...}` under any key: charts pass such
+                    // images in arguments (`--sidecar-image=...`).
+                    let what = format!("{}{path}", how.label);
+                    image_field(value, &what, Certainty::Guess, how, c);
                 }
                 if matches!(key.as_str(), "args" | "command" | "env") {
                     argument_images(key, value, &format!("{}{path}", how.label), c);
@@ -139,6 +144,14 @@ pub(crate) fn walk(node: &Node, path: &mut String, how: &Walk, c: &mut Collector
         }
         _ => {}
     }
+}
+
+/// A map with a `repository` and a `tag` or `digest` beside it.
+fn is_tagged_image_map(node: &Node) -> bool {
+    node.get("repository").and_then(Node::non_empty_text).is_some()
+        && ["tag", "digest"]
+            .iter()
+            .any(|k| node.get(k).and_then(Node::non_empty_text).is_some())
 }
 
 /// The Prometheus-operator convention (`baseImage` with `tag`, `version` or `sha` beside it,
@@ -417,9 +430,70 @@ spec:
             [
                 "ghcr.io/thanos/sidecar:v1",
                 "quay.io/prometheus/prometheus:v2.50.0",
-                "quay.io/thanos/thanos:latest"
             ]
         );
+        // An operator field without a tag is the operator's choice: unresolved, not latest.
+        assert_eq!(c.unresolved.len(), 1);
+        assert_eq!(
+            (c.unresolved[0].line, c.unresolved[0].text.as_str()),
+            (14, "quay.io/thanos/thanos")
+        );
+    }
+
+    #[test]
+    fn images_in_args_command_env_and_operator_fields_are_found_only_when_unambiguous() {
+        let c = scan(
+            "\
+kind: Deployment
+metadata: {name: cm}
+spec:
+  template:
+    spec:
+      containers:
+        - name: controller
+          image: quay.io/jetstack/cert-manager-controller:v1.19.1
+          args:
+            - --v=2
+            - --acme-http01-solver-image=quay.io/jetstack/cert-manager-acmesolver:v1.19.1
+            - --metrics-listen-address=0.0.0.0:9402
+            - --cluster-resource-namespace=$(POD_NAMESPACE)
+            - --service-cidr=10.0.0.0/16
+            - --config=/etc/config.yaml
+            - --webhook=https://example.com:443/x
+            - --image
+            - ghcr.io/team/sidecar@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+          command: [/bin/run, busybox:1.36, team/tool:2]
+          env:
+            - {name: RELATED_IMAGE_DB, value: registry.example.com/db/postgres:16}
+            - {name: LEVEL, value: info}
+            - {name: HOST, value: example.com:8080}
+---
+kind: Prometheus
+metadata: {name: k8s}
+spec:
+  baseImage: quay.io/prometheus/prometheus
+  version: v2.50.0
+---
+kind: Cluster
+metadata: {name: pg}
+spec:
+  imageName: ghcr.io/cloudnative-pg/postgresql:16.2
+",
+        );
+        let refs: Vec<String> = found(&c).into_iter().map(|f| f.0).collect();
+        assert_eq!(
+            refs,
+            [
+                "docker.io/team/tool:2",
+                "ghcr.io/cloudnative-pg/postgresql:16.2",
+                "ghcr.io/team/sidecar@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+                "quay.io/jetstack/cert-manager-acmesolver:v1.19.1",
+                "quay.io/jetstack/cert-manager-controller:v1.19.1",
+                "quay.io/prometheus/prometheus:v2.50.0",
+                "registry.example.com/db/postgres:16",
+            ]
+        );
+        assert!(c.unresolved.is_empty() && c.warnings.is_empty());
     }
 
     #[test]
