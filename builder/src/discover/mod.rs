@@ -7,11 +7,18 @@
 //! - Kubernetes YAML, multi-document ([`k8s`]): every `image:` string anywhere (pod specs of
 //!   every workload kind, CronJob nesting, init and ephemeral containers, CRDs and operator
 //!   configs), and `image: {registry, repository, tag, digest}` maps.
-//! - Helm charts, unrendered ([`helm`]): a folder with `Chart.yaml`, or a packaged `.tgz`.
+//! - Helm charts ([`render`]): a folder with `Chart.yaml`, or a packaged `.tgz`, rendered by
+//!   the user's `helm template` (with the values of the spec's `charts:` entries,
+//!   [`charts`]) and scanned as Kubernetes YAML; without helm, or when a dependency is missing
+//!   from `charts/`, analysed statically ([`helm`]), which never guesses:
 //!   `values.yaml` conventions (`image: "repo:tag"`, image maps, `global.imageRegistry`,
 //!   the tag defaulting to `appVersion`), `image:` lines of `templates/` with their
 //!   `{{ .Values.x }}` references resolved ([`template`]), `crds/`, and subcharts under
-//!   `charts/` (folders and `.tgz`) with the parent's values and `global` merged in.
+//!   `charts/` (folders and `.tgz`) with the parent's values and `global` merged in. Values
+//!   are taken as written only with a tag or digest and when no template line was left
+//!   unresolved; the rest is [`Unresolved`].
+//! - Container `args`/`command` items and `env` values holding a reference with a tag or
+//!   digest ([`k8s`]).
 //! - Image lists ([`list`]): one reference a line, `#` comments; `.txt` and `.list` files, or
 //!   any other file named directly in `discover:`.
 //!
