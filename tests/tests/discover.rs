@@ -139,11 +139,17 @@ fn images_prints_every_discovered_reference_with_where_it_came_from() {
         assert!(line.contains(source), "{reference}: {line}");
     }
     assert!(
-        r.stdout.starts_with("analysed statically: charts/edge (no helm found"),
+        r.stdout
+            .starts_with("analysed statically: charts/edge (no helm found"),
         "{}",
         r.describe()
     );
-    let image_lines = r.stdout.lines().skip(2).take_while(|l| !l.is_empty()).count();
+    let image_lines = r
+        .stdout
+        .lines()
+        .skip(2)
+        .take_while(|l| !l.is_empty())
+        .count();
     assert_eq!(image_lines, EXPECTED.len(), "{}", r.describe());
     // Duplicates are one line with every source.
     let nginx = r
@@ -481,7 +487,10 @@ fn build_captures_listed_and_discovered_images_once_and_skips_excluded_ones() {
         "deploy/tool/templates/pod.yaml",
         "apiVersion: v1\nkind: Pod\nmetadata: {name: tool}\nspec:\n  containers:\n    - name: tool\n      image: \"{{ .Values.global.imageRegistry }}/{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}\"\n",
     );
-    w.write_file("values/tool.yaml", "global:\n  imageRegistry: example.hub\n");
+    w.write_file(
+        "values/tool.yaml",
+        "global:\n  imageRegistry: example.hub\n",
+    );
     w.write_spec(
         "name: found\nversion: '1'\nplatform: linux/amd64\nimages:\n  - ref: example.hub/team/app:1.0\ndiscover: [deploy/]\nexclude: ['docker.io/library/busybox:*']\ncharts:\n  - path: deploy/tool\n    values: [values/tool.yaml]\n",
     );
@@ -601,7 +610,10 @@ fn helm_renders_every_pattern_chart_and_reports_how_each_chart_was_read() {
         .success();
     let json = out.json();
     let got: BTreeSet<String> = refs_of(&json["images"]).into_iter().collect();
-    let want: BTreeSet<String> = charts::HELM_RENDERED.iter().map(|s| s.to_string()).collect();
+    let want: BTreeSet<String> = charts::HELM_RENDERED
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     assert_eq!(got, want, "{}", out.describe());
     // The disabled subchart is not captured; the missing dependency is a warning naming it.
     out.stderr_has("dependency `absent` is not under charts/");
@@ -640,7 +652,8 @@ fn helm_renders_every_pattern_chart_and_reports_how_each_chart_was_read() {
         .success();
     let first = text.stdout.lines().next().unwrap_or_default();
     assert!(
-        first.starts_with("rendered by helm v4.2.3: charts/merged (release merged, namespace apps)"),
+        first
+            .starts_with("rendered by helm v4.2.3: charts/merged (release merged, namespace apps)"),
         "{}",
         text.describe()
     );
@@ -653,16 +666,19 @@ fn helm_renders_every_pattern_chart_and_reports_how_each_chart_was_read() {
         .nth(1)
         .unwrap_or_else(|| panic!("no values-only section:\n{}", text.describe()));
     assert!(
-        values_only
-            .trim_start()
-            .starts_with("docker.io/example/metrics:1.0  charts/parent/charts/metrics/templates/pod.yaml:8"),
+        values_only.trim_start().starts_with(
+            "docker.io/example/metrics:1.0  charts/parent/charts/metrics/templates/pod.yaml:8"
+        ),
         "{}",
         text.describe()
     );
     // AIRLOCK_HELM selects it as well, and --strict fails on the missing dependency.
-    w.airlock_env(&["images", "--strict"], &[("AIRLOCK_HELM", charts::HELM_SHIM)])
-        .expect_code(1)
-        .stderr_has("(--strict): charts/needsdep/Chart.yaml:6: dependency `absent`");
+    w.airlock_env(
+        &["images", "--strict"],
+        &[("AIRLOCK_HELM", charts::HELM_SHIM)],
+    )
+    .expect_code(1)
+    .stderr_has("(--strict): charts/needsdep/Chart.yaml:6: dependency `absent`");
 }
 
 #[test]
@@ -673,7 +689,10 @@ fn static_fallback_prints_no_wrong_reference_and_lists_every_miss_with_file_line
     let got: BTreeSet<String> = refs_of(&json["images"]).into_iter().collect();
     let want: BTreeSet<String> = charts::STATIC_FOUND.iter().map(|s| s.to_string()).collect();
     assert_eq!(got, want, "{}", out.describe());
-    let rendered: BTreeSet<String> = charts::HELM_RENDERED.iter().map(|s| s.to_string()).collect();
+    let rendered: BTreeSet<String> = charts::HELM_RENDERED
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     assert!(got.is_subset(&rendered), "a wrong reference: {got:?}");
     let unresolved: BTreeSet<String> = json["unresolved"]
         .as_array()
@@ -696,7 +715,11 @@ fn static_fallback_prints_no_wrong_reference_and_lists_every_miss_with_file_line
         .iter()
         .all(|c| c["rendered_by"] == "static"));
     let text = w.airlock(&["images", "--no-helm"]).success();
-    assert!(text.stdout.starts_with("analysed statically: "), "{}", text.describe());
+    assert!(
+        text.stdout.starts_with("analysed statically: "),
+        "{}",
+        text.describe()
+    );
     // A helm that is named but does not run is an error, not a silent fallback.
     w.airlock(&["images", "--helm", "/nonexistent/helm"])
         .expect_code(1)
@@ -707,12 +730,26 @@ fn static_fallback_prints_no_wrong_reference_and_lists_every_miss_with_file_line
 fn bad_charts_entries_are_spec_errors_with_their_location() {
     let w = pattern_workdir();
     for (entry, expected) in [
-        ("charts:\n  - path: charts/nowhere\n", "airlock.yaml:4:11: charts[0].path: source not found"),
-        ("charts:\n  - path: charts/parts\n    release: Bad_Name\n", "invalid release name `Bad_Name`"),
-        ("charts:\n  - path: charts/parts\n    set: {'a..b': 1}\n", "invalid `set` key `a..b`"),
-        ("charts:\n  - path: charts/parts\n    vals: []\n", "unknown field `vals`"),
+        (
+            "charts:\n  - path: charts/nowhere\n",
+            "airlock.yaml:4:11: charts[0].path: source not found",
+        ),
+        (
+            "charts:\n  - path: charts/parts\n    release: Bad_Name\n",
+            "invalid release name `Bad_Name`",
+        ),
+        (
+            "charts:\n  - path: charts/parts\n    set: {'a..b': 1}\n",
+            "invalid `set` key `a..b`",
+        ),
+        (
+            "charts:\n  - path: charts/parts\n    vals: []\n",
+            "unknown field `vals`",
+        ),
     ] {
         w.write_spec(&format!("name: charts\nversion: '1'\n{entry}"));
-        w.airlock(&["images", "--no-helm"]).expect_code(1).stderr_has(expected);
+        w.airlock(&["images", "--no-helm"])
+            .expect_code(1)
+            .stderr_has(expected);
     }
 }

@@ -225,7 +225,10 @@ macro_rules! from_str_serde {
 
 from_str_serde!(ReleaseName, "a Helm release name such as ingress");
 from_str_serde!(Namespace, "a Kubernetes namespace such as ingress-nginx");
-from_str_serde!(SetKey, "a dotted values path such as controller.replicaCount");
+from_str_serde!(
+    SetKey,
+    "a dotted values path such as controller.replicaCount"
+);
 
 impl<'de> Deserialize<'de> for SetValue {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -277,7 +280,9 @@ impl<'de> Deserialize<'de> for SetValue {
 }
 
 /// `set:` is a map in the spec; its entries are kept in the spec's order.
-fn set_map<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<(SetKey, SetValue)>, D::Error> {
+fn set_map<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<(SetKey, SetValue)>, D::Error> {
     struct V;
     impl<'de> Visitor<'de> for V {
         type Value = Vec<(SetKey, SetValue)>;
@@ -288,7 +293,10 @@ fn set_map<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<(SetKey, Se
             let mut out: Vec<(SetKey, SetValue)> = Vec::new();
             while let Some((key, value)) = map.next_entry::<SetKey, SetValue>()? {
                 if out.iter().any(|(k, _)| k == &key) {
-                    return Err(de::Error::custom(format!("duplicate `set` key `{}`", key.as_str())));
+                    return Err(de::Error::custom(format!(
+                        "duplicate `set` key `{}`",
+                        key.as_str()
+                    )));
                 }
                 out.push((key, value));
             }

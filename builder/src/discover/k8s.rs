@@ -148,7 +148,9 @@ pub(crate) fn walk(node: &Node, path: &mut String, how: &Walk, c: &mut Collector
 
 /// A map with a `repository` and a `tag` or `digest` beside it.
 fn is_tagged_image_map(node: &Node) -> bool {
-    node.get("repository").and_then(Node::non_empty_text).is_some()
+    node.get("repository")
+        .and_then(Node::non_empty_text)
+        .is_some()
         && ["tag", "digest"]
             .iter()
             .any(|k| node.get(k).and_then(Node::non_empty_text).is_some())
@@ -218,7 +220,11 @@ pub(crate) fn loose_reference(text: &str) -> Option<ImageRef> {
 
 /// Whether `text` writes a tag or a digest (rather than leaving `latest` implied).
 pub(crate) fn spells_tag_or_digest(text: &str) -> bool {
-    text.contains('@') || text.rsplit('/').next().is_some_and(|last| last.contains(':'))
+    text.contains('@')
+        || text
+            .rsplit('/')
+            .next()
+            .is_some_and(|last| last.contains(':'))
 }
 
 /// Whether `key` names an image field, and how sure that is.

@@ -369,7 +369,11 @@ pub fn discover_with(
     }
     let mut jobs: Vec<(PathBuf, Option<&charts::ChartSpec>)> =
         charts.iter().map(|c| (c.path.clone(), Some(c))).collect();
-    jobs.extend(std::mem::take(&mut collector.charts).into_iter().map(|p| (p, None)));
+    jobs.extend(
+        std::mem::take(&mut collector.charts)
+            .into_iter()
+            .map(|p| (p, None)),
+    );
     let (reports, values_only) = read_charts(&jobs, helm, all_values, &mut collector);
     Ok(Discovery {
         found: collector
@@ -534,7 +538,8 @@ fn release_of(name: &str) -> String {
 
 /// A `charts:` entry's values files and `set:`, merged in order, for the static analysis.
 fn user_values(spec: &charts::ChartSpec, c: &mut Collector) -> yaml::Node {
-    let mut merged = yaml::Node::empty_map(c.display(&spec.values.first().cloned().unwrap_or_default()));
+    let mut merged =
+        yaml::Node::empty_map(c.display(&spec.values.first().cloned().unwrap_or_default()));
     for file in &spec.values {
         let shown = c.display(file);
         let Some(text) = read_text(file, c) else {
@@ -798,7 +803,12 @@ impl fmt::Display for ImagePlan {
             let version = helm[0].helm_version.as_deref().unwrap_or("unknown");
             let list: Vec<String> = helm
                 .iter()
-                .map(|c| format!("{} (release {}, namespace {})", c.path, c.release, c.namespace))
+                .map(|c| {
+                    format!(
+                        "{} (release {}, namespace {})",
+                        c.path, c.release, c.namespace
+                    )
+                })
                 .collect();
             writeln!(f, "rendered by helm {version}: {}", list.join(", "))?;
         }

@@ -68,9 +68,9 @@ pub(crate) fn render(text: &str, cx: &Context) -> Result<Rendered, String> {
         if let Val::Node(node, _) = eval.action(body)? {
             if node.is_map() {
                 return match image_map(node, &cx.map) {
-                    Some((_, _, false)) => Err(
-                        "the image map has no tag or digest and the chart picks one".to_owned(),
-                    ),
+                    Some((_, _, false)) => {
+                        Err("the image map has no tag or digest and the chart picks one".to_owned())
+                    }
                     Some((text, _, true)) => Ok(Rendered {
                         text,
                         missing: eval.missing,
