@@ -90,6 +90,17 @@ enum Command {
         /// subcharts) or leaves references unresolved.
         #[arg(long)]
         strict: bool,
+        /// Render charts with this helm (default: AIRLOCK_HELM, else `helm` on PATH; without
+        /// one, charts are analysed statically).
+        #[arg(long, value_name = "PATH", conflicts_with = "no_helm")]
+        helm: Option<PathBuf>,
+        /// Analyse every chart statically, even when a helm is found.
+        #[arg(long)]
+        no_helm: bool,
+        /// Also list the images that the values of rendered charts name but their rendering
+        /// does not use (disabled components); they are not captured.
+        #[arg(long)]
+        all_values: bool,
     },
     /// Show what an installer holds, without running it.
     Inspect {
@@ -189,10 +200,22 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 );
             }
         }
-        Command::Images { spec, json, strict } => {
+        Command::Images {
+            spec,
+            json,
+            strict,
+            helm,
+            no_helm,
+            all_values,
+        } => {
             let spec = airlock_builder::spec::Spec::from_path(spec)?;
             // Unresolved references are part of the output; warnings go to stderr.
-            let plan = airlock_builder::discover::plan(&spec)?;
+            let options = airlock_builder::discover::Options {
+                helm: helm.clone(),
+                no_helm: *no_helm,
+                all_values: *all_values,
+            };
+            let plan = airlock_builder::discover::plan_with(&spec, &options)?;
             for warning in &plan.warnings {
                 eprintln!("warning: {warning}");
             }

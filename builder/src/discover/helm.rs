@@ -79,12 +79,66 @@ fn wanted(rel: &str) -> bool {
             .any(|p| rel.starts_with(p))
 }
 
-/// Scans the chart folder `dir`.
-pub(crate) fn scan_chart_dir(dir: &Path, c: &mut Collector) {
-    let mut files = BTreeMap::new();
-    read_tree(dir, "", &mut files, c, 0);
-    let prefix = format!("{}/", c.display(dir));
-    scan_chart(&ChartFiles { prefix, files }, None, c, 0);
+/// Reads the chart folder or archive at `path` into memory; `None` (with a warning) when it
+/// is not one.
+fn load_chart(path: &Path, c: &mut Collector) -> Option<ChartFiles> {
+    if path.is_dir() {
+        let mut files = BTreeMap::new();
+        read_tree(path, "", &mut files, c, 0);
+        let prefix = format!("{}/", c.display(path));
+        return Some(ChartFiles { prefix, files });
+    }
+    let file = c.display(path);
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(err) => {
+            c.warn(file, None, format!("failed to read: {err}"));
+            return None;
+        }
+    };
+    c.scanned();
+    unpack_chart(&bytes, &file, c)
+}
+
+/// Scans the chart folder or archive at `path` statically, with `user` values (the release's
+/// values files and `set:`, merged) over its own.
+pub(crate) fn scan_chart_at(path: &Path, user: Option<&Node>, c: &mut Collector) {
+    if let Some(chart) = load_chart(path, c) {
+        let inherited = user.map(|values| Inherited {
+            values: Some(values),
+            global: None,
+        });
+        scan_chart(&chart, inherited, c, 0);
+    }
+}
+
+/// What rendering needs to know about a chart before running helm.
+#[derive(Debug, Clone)]
+pub(crate) struct ChartSummary {
+    /// `name` of its `Chart.yaml`.
+    pub name: String,
+    /// Dependencies of its `Chart.yaml` that are not under `charts/`: (name, `Chart.yaml`
+    /// as shown, line).
+    pub missing: Vec<(String, Arc<str>, usize)>,
+}
+
+/// Reads the chart at `path` for its name and missing dependencies; warnings go to a
+/// scratch collector (the static fallback reports them if it runs).
+pub(crate) fn summarize(path: &Path, c: &Collector) -> Option<ChartSummary> {
+    let mut scratch = Collector::new(&c.base);
+    let chart = load_chart(path, &mut scratch)?;
+    let meta = chart_meta(&chart, &mut scratch);
+    let subcharts = subcharts(&chart, &mut scratch);
+    let missing = meta
+        .dependencies
+        .iter()
+        .filter(|(name, _, _)| !subcharts.iter().any(|(_, m)| &m.name == name))
+        .map(|(name, _, line)| (name.clone(), chart.display("Chart.yaml"), *line))
+        .collect();
+    Some(ChartSummary {
+        name: meta.name,
+        missing,
+    })
 }
 
 fn read_tree(
@@ -134,22 +188,6 @@ fn read_tree(
                 }
             }
         }
-    }
-}
-
-/// Scans the packaged chart at `path`; an archive without a chart is a warning.
-pub(crate) fn scan_chart_archive(path: &Path, c: &mut Collector) {
-    let file = c.display(path);
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(err) => {
-            c.warn(file, None, format!("failed to read: {err}"));
-            return;
-        }
-    };
-    c.scanned();
-    if let Some(chart) = unpack_chart(&bytes, &file, c) {
-        scan_chart(&chart, None, c, 0);
     }
 }
 
@@ -217,6 +255,8 @@ struct ChartMeta {
     name: String,
     version: String,
     app_version: Option<String>,
+    /// `condition:` of a dependency, by the key its values are under (alias, else name).
+    conditions: BTreeMap<String, String>,
     /// (name, alias, line) of each dependency.
     dependencies: Vec<(String, Option<String>, usize)>,
 }
@@ -232,10 +272,15 @@ fn chart_meta(chart: &ChartFiles, c: &mut Collector) -> ChartMeta {
             .map(str::to_owned)
     };
     let mut dependencies = Vec::new();
+    let mut conditions = BTreeMap::new();
     if let Some(Value::Seq(items)) = doc.get("dependencies").map(|d| &d.value) {
         for item in items {
             if let Some(name) = item.get("name").and_then(Node::non_empty_text) {
                 let alias = item.get("alias").and_then(Node::non_empty_text);
+                if let Some(condition) = item.get("condition").and_then(Node::non_empty_text) {
+                    let key = alias.unwrap_or(name).to_owned();
+                    conditions.insert(key, condition.trim().to_owned());
+                }
                 dependencies.push((name.to_owned(), alias.map(str::to_owned), item.line));
             }
         }
@@ -244,6 +289,7 @@ fn chart_meta(chart: &ChartFiles, c: &mut Collector) -> ChartMeta {
         name: text("name").unwrap_or_default(),
         version: text("version").unwrap_or_default(),
         app_version: text("appVersion"),
+        conditions,
         dependencies,
     }
 }
@@ -281,10 +327,7 @@ fn scan_chart(chart: &ChartFiles, parent: Option<Inherited>, c: &mut Collector, 
     let global_registry = values
         .path(["global", "imageRegistry"])
         .and_then(Node::non_empty_text);
-    let map = MapContext {
-        global_registry,
-        default_tag: meta.app_version.as_deref(),
-    };
+    let map = MapContext { global_registry };
     let cx = Context {
         values: &values,
         chart_name: &meta.name,
@@ -294,6 +337,7 @@ fn scan_chart(chart: &ChartFiles, parent: Option<Inherited>, c: &mut Collector, 
     };
 
     // 1. Templates.
+    let unresolved_before = c.unresolved.len();
     let mut read: Vec<String> = Vec::new();
     for (rel, bytes) in &chart.files {
         let is_template = rel.starts_with("templates/")
@@ -327,10 +371,36 @@ fn scan_chart(chart: &ChartFiles, parent: Option<Inherited>, c: &mut Collector, 
     } else {
         format!("{} values ", meta.name)
     };
+    // A value is only taken as written when nothing in the chart may rewrite it: no image
+    // line of its templates was left unresolved and no other global registry is merged in.
+    let blocked = match c.unresolved.get(unresolved_before) {
+        _ if c.trust_values => None,
+        Some(u) => Some(format!(
+            "the chart's templates compute image names that discovery cannot evaluate \
+             (first at {}:{}); render the chart with helm",
+            u.file, u.line
+        )),
+        None => ["registry", "image.registry"]
+            .iter()
+            .find(|k| {
+                values
+                    .path(std::iter::once("global").chain(k.split('.')))
+                    .and_then(Node::non_empty_text)
+                    .is_some()
+            })
+            .map(|k| {
+                format!(
+                    "the chart merges `global.{k}` into its images in its templates; \
+                     render the chart with helm"
+                )
+            }),
+    };
     let how = Walk {
         label: &label,
         map,
         skip: &skip,
+        values: true,
+        blocked: blocked.as_deref(),
     };
     k8s::walk(&values, &mut String::new(), &how, c);
 
@@ -355,6 +425,9 @@ fn scan_chart(chart: &ChartFiles, parent: Option<Inherited>, c: &mut Collector, 
     }
     for (sub, sub_meta) in &subcharts {
         for alias in aliases(&meta, &sub_meta.name) {
+            if !c.trust_values && disabled(&meta, &alias, &values) {
+                continue;
+            }
             let inherited = Inherited {
                 values: values.get(&alias),
                 global: values.get("global"),
@@ -374,6 +447,25 @@ fn scan_chart(chart: &ChartFiles, parent: Option<Inherited>, c: &mut Collector, 
             );
         }
     }
+}
+
+/// Whether the subchart under `key` is switched off by its `condition:` (Helm: the first of
+/// its comma-separated paths that is set to a boolean decides).
+fn disabled(meta: &ChartMeta, key: &str, values: &Node) -> bool {
+    let Some(condition) = meta.conditions.get(key) else {
+        return false;
+    };
+    condition
+        .split(',')
+        .find_map(|path| {
+            let node = values.path(path.trim().split('.'))?;
+            match node.as_text() {
+                Some("true") => Some(false),
+                Some("false") => Some(true),
+                _ => None,
+            }
+        })
+        .unwrap_or(false)
 }
 
 /// The value keys a subchart named `name` is configured under: its aliases in the parent's

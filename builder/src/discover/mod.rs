@@ -7,11 +7,18 @@
 //! - Kubernetes YAML, multi-document ([`k8s`]): every `image:` string anywhere (pod specs of
 //!   every workload kind, CronJob nesting, init and ephemeral containers, CRDs and operator
 //!   configs), and `image: {registry, repository, tag, digest}` maps.
-//! - Helm charts, unrendered ([`helm`]): a folder with `Chart.yaml`, or a packaged `.tgz`.
+//! - Helm charts ([`render`]): a folder with `Chart.yaml`, or a packaged `.tgz`, rendered by
+//!   the user's `helm template` (with the values of the spec's `charts:` entries,
+//!   [`charts`]) and scanned as Kubernetes YAML; without helm, or when a dependency is missing
+//!   from `charts/`, analysed statically ([`helm`]), which never guesses:
 //!   `values.yaml` conventions (`image: "repo:tag"`, image maps, `global.imageRegistry`,
 //!   the tag defaulting to `appVersion`), `image:` lines of `templates/` with their
 //!   `{{ .Values.x }}` references resolved ([`template`]), `crds/`, and subcharts under
-//!   `charts/` (folders and `.tgz`) with the parent's values and `global` merged in.
+//!   `charts/` (folders and `.tgz`) with the parent's values and `global` merged in. Values
+//!   are taken as written only with a tag or digest and when no template line was left
+//!   unresolved; the rest is [`Unresolved`].
+//! - Container `args`/`command` items and `env` values holding a reference with a tag or
+//!   digest ([`k8s`]).
 //! - Image lists ([`list`]): one reference a line, `#` comments; `.txt` and `.list` files, or
 //!   any other file named directly in `discover:`.
 //!
@@ -20,10 +27,13 @@
 //! still scanned) and what a chart leaves to install time is [`Unresolved`]: neither is ever
 //! dropped silently, and `--strict` turns both into an error ([`ImagePlan::check_strict`]).
 
+/// The `charts:` entries of the spec (types live with the spec, which discovery reads).
+pub use crate::spec::charts;
 pub mod helm;
 pub mod k8s;
 pub mod list;
 pub mod pattern;
+pub mod render;
 pub mod template;
 pub mod yaml;
 
@@ -53,6 +63,9 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The `helm` that `--helm` or `AIRLOCK_HELM` names does not run.
+    #[error(transparent)]
+    Helm(#[from] render::Error),
     /// `--strict` and discovery has warnings or unresolved references.
     #[error("discovery is incomplete (--strict): {first}{}", more(*.count))]
     Strict {
@@ -158,6 +171,12 @@ pub(crate) struct Collector {
     warnings: Vec<Warning>,
     files: usize,
     base: PathBuf,
+    /// Top-level charts met while walking `discover:` paths, rendered or analysed after.
+    charts: Vec<PathBuf>,
+    /// Charts already taken by `charts:` entries (canonical paths).
+    claimed: HashSet<PathBuf>,
+    /// `--all-values`: take chart values as written even where templates may rewrite them.
+    trust_values: bool,
 }
 
 impl Collector {
@@ -172,6 +191,26 @@ impl Collector {
     pub(crate) fn display(&self, path: &Path) -> Arc<str> {
         let shown = path.strip_prefix(&self.base).unwrap_or(path);
         Arc::from(shown.display().to_string())
+    }
+
+    /// Takes everything `other` found.
+    pub(crate) fn merge(&mut self, other: Collector) {
+        for (reference, sources) in other.found {
+            for source in sources {
+                self.reference(reference.clone(), source);
+            }
+        }
+        self.unresolved.extend(other.unresolved);
+        self.warnings.extend(other.warnings);
+        self.files += other.files;
+    }
+
+    /// Queues the chart folder or archive at `path`, unless a `charts:` entry has it.
+    fn chart(&mut self, path: &Path) {
+        let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+        if !self.claimed.contains(&real) && !self.charts.iter().any(|p| p == path) {
+            self.charts.push(path.to_owned());
+        }
     }
 
     /// Counts a scanned file.
@@ -246,12 +285,76 @@ pub struct Discovery {
     pub warnings: Vec<Warning>,
     /// How many files were read.
     pub files: usize,
+    /// Every chart discovery met, and how it was read.
+    pub charts: Vec<ChartReport>,
+    /// `--all-values`: image values of rendered charts that their rendering did not use.
+    pub values_only: Vec<(ImageRef, Vec<Source>)>,
 }
 
-/// Scans `paths` (folders or files); `base` is the spec's folder, for the paths shown.
+/// How a chart was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RenderedBy {
+    /// `helm template`.
+    Helm,
+    /// The static analysis of [`helm`].
+    Static,
+}
+
+/// One chart discovery read: a `charts:` entry or a chart met under `discover:`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChartReport {
+    /// The chart folder or archive, as shown.
+    pub path: Arc<str>,
+    /// The release name it was rendered as.
+    pub release: String,
+    /// The release's namespace.
+    pub namespace: String,
+    /// How it was read.
+    pub rendered_by: RenderedBy,
+    /// The version of the helm that rendered it.
+    pub helm_version: Option<String>,
+    /// Why it was analysed statically.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// How discovery runs.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The helm to render charts with (`--helm`); `None`: `AIRLOCK_HELM`, else `helm` on
+    /// `PATH`, else static analysis.
+    pub helm: Option<PathBuf>,
+    /// Never run helm: analyse every chart statically.
+    pub no_helm: bool,
+    /// Also list the image values of rendered charts that the rendering did not use
+    /// (disabled components).
+    pub all_values: bool,
+}
+
+/// Scans `paths` (folders or files) statically; `base` is the spec's folder, for the paths
+/// shown.
 pub fn discover(paths: &[PathBuf], base: &Path) -> Result<Discovery> {
+    discover_with(paths, &[], base, None, false)
+}
+
+/// Scans `paths` and `charts`; charts are rendered with `helm` when given.
+pub fn discover_with(
+    paths: &[PathBuf],
+    charts: &[charts::ChartSpec],
+    base: &Path,
+    helm: Option<&render::Helm>,
+    all_values: bool,
+) -> Result<Discovery> {
     let mut collector = Collector::new(base);
     let mut visited = HashSet::new();
+    for chart in charts {
+        let real = std::fs::canonicalize(&chart.path).map_err(|source| Error::Read {
+            path: chart.path.clone(),
+            source,
+        })?;
+        collector.claimed.insert(real);
+    }
     for path in paths {
         let metadata = std::fs::metadata(path).map_err(|source| Error::Read {
             path: path.clone(),
@@ -265,6 +368,14 @@ pub fn discover(paths: &[PathBuf], base: &Path) -> Result<Discovery> {
         }
         scan_path(path, true, &mut collector, &mut visited);
     }
+    let mut jobs: Vec<(PathBuf, Option<&charts::ChartSpec>)> =
+        charts.iter().map(|c| (c.path.clone(), Some(c))).collect();
+    jobs.extend(
+        std::mem::take(&mut collector.charts)
+            .into_iter()
+            .map(|p| (p, None)),
+    );
+    let (reports, values_only) = read_charts(&jobs, helm, all_values, &mut collector);
     Ok(Discovery {
         found: collector
             .found
@@ -277,7 +388,200 @@ pub fn discover(paths: &[PathBuf], base: &Path) -> Result<Discovery> {
         unresolved: collector.unresolved,
         warnings: collector.warnings,
         files: collector.files,
+        charts: reports,
+        values_only,
     })
+}
+
+/// Renders or analyses each chart: `helm template` in parallel when `helm` is given and the
+/// chart's dependencies are all under `charts/`, else statically.
+fn read_charts(
+    jobs: &[(PathBuf, Option<&charts::ChartSpec>)],
+    helm: Option<&render::Helm>,
+    all_values: bool,
+    c: &mut Collector,
+) -> (Vec<ChartReport>, Vec<(ImageRef, Vec<Source>)>) {
+    struct Prepared {
+        release: String,
+        namespace: String,
+        args: Option<Vec<String>>,
+        reason: Option<String>,
+    }
+    let prepared: Vec<Prepared> = jobs
+        .iter()
+        .map(|(path, spec)| {
+            let summary = helm::summarize(path, c);
+            let name = summary.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+            let release = spec
+                .and_then(|s| s.release.as_ref())
+                .map(|r| r.as_str().to_owned())
+                .unwrap_or_else(|| release_of(&name));
+            let namespace = spec.map_or("default", |s| s.namespace.as_str()).to_owned();
+            let reason = match (&summary, helm) {
+                (_, None) => Some("no helm found (--helm, AIRLOCK_HELM, PATH)".to_owned()),
+                (None, _) => Some("not a readable chart".to_owned()),
+                (Some(s), _) if !s.missing.is_empty() => Some(format!(
+                    "dependency {} is not under charts/ (run `helm dependency build`)",
+                    s.missing
+                        .iter()
+                        .map(|(n, _, _)| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+                _ => None,
+            };
+            let args = reason
+                .is_none()
+                .then(|| render::Helm::template_args(&release, path, *spec));
+            Prepared {
+                release,
+                namespace,
+                args,
+                reason,
+            }
+        })
+        .collect();
+
+    // helm runs in parallel: each run is mostly waiting for a process.
+    let base = c.base.clone();
+    let outputs: Vec<Option<std::result::Result<String, String>>> = match helm {
+        None => prepared.iter().map(|_| None).collect(),
+        Some(helm) => std::thread::scope(|scope| {
+            let handles: Vec<_> = prepared
+                .iter()
+                .map(|p| {
+                    p.args.as_ref().map(|args| {
+                        let base = &base;
+                        scope.spawn(move || helm.template(args, base))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err("helm runner panicked".to_owned()))
+                    })
+                })
+                .collect()
+        }),
+    };
+
+    let mut reports = Vec::new();
+    let mut values_only: BTreeMap<ImageRef, Vec<Source>> = BTreeMap::new();
+    for (((path, spec), p), output) in jobs.iter().zip(prepared).zip(outputs) {
+        let shown = c.display(path);
+        let user = spec.map(|s| user_values(s, c));
+        let mut reason = p.reason;
+        match output {
+            Some(Ok(text)) => {
+                let before: HashSet<ImageRef> = c.found.keys().cloned().collect();
+                let mut scratch = Collector::new(&c.base);
+                render::scan_rendered(&text, &shown, !path.is_dir(), &mut scratch);
+                let rendered: HashSet<ImageRef> = scratch.found.keys().cloned().collect();
+                c.merge(scratch);
+                if all_values {
+                    let mut values = Collector::new(&c.base);
+                    values.trust_values = true;
+                    helm::scan_chart_at(path, user.as_ref(), &mut values);
+                    for (reference, sources) in values.found {
+                        if !rendered.contains(&reference) && !before.contains(&reference) {
+                            values_only.entry(reference).or_default().extend(sources);
+                        }
+                    }
+                }
+            }
+            Some(Err(message)) => {
+                c.warn(
+                    shown.clone(),
+                    None,
+                    format!("helm template failed: {message}; the chart is analysed statically"),
+                );
+                reason = Some("helm template failed".to_owned());
+            }
+            None => {}
+        }
+        let rendered_by = if reason.is_none() {
+            RenderedBy::Helm
+        } else {
+            helm::scan_chart_at(path, user.as_ref(), c);
+            RenderedBy::Static
+        };
+        reports.push(ChartReport {
+            path: shown,
+            release: p.release,
+            namespace: p.namespace,
+            rendered_by,
+            helm_version: (rendered_by == RenderedBy::Helm)
+                .then(|| helm.map(|h| h.version.clone()))
+                .flatten(),
+            reason,
+        });
+    }
+    (reports, values_only.into_iter().collect())
+}
+
+/// The default release name of a chart: its name, made a valid release name.
+fn release_of(name: &str) -> String {
+    let cleaned: String = name
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let trimmed = cleaned.trim_matches('-');
+    if trimmed.is_empty() {
+        "release".to_owned()
+    } else {
+        trimmed.chars().take(53).collect()
+    }
+}
+
+/// A `charts:` entry's values files and `set:`, merged in order, for the static analysis.
+fn user_values(spec: &charts::ChartSpec, c: &mut Collector) -> yaml::Node {
+    let mut merged =
+        yaml::Node::empty_map(c.display(&spec.values.first().cloned().unwrap_or_default()));
+    for file in &spec.values {
+        let shown = c.display(file);
+        let Some(text) = read_text(file, c) else {
+            continue;
+        };
+        let (docs, errors) = yaml::parse_documents(&text, &shown);
+        for error in errors {
+            c.warn(
+                shown.clone(),
+                Some(error.line),
+                format!("failed to parse YAML: {}", error.message),
+            );
+        }
+        if let Some(doc) = docs.into_iter().next().filter(yaml::Node::is_map) {
+            merged.merge(&doc);
+        }
+    }
+    let spec_file: Arc<str> = Arc::from("airlock.yaml");
+    for (key, value) in &spec.set {
+        if key.as_str().contains('[') {
+            continue;
+        }
+        let leaf = yaml::Node {
+            file: spec_file.clone(),
+            line: 1,
+            value: if value.is_string {
+                yaml::Value::Str(value.text.clone())
+            } else if value.text == "null" {
+                yaml::Value::Null
+            } else {
+                yaml::Value::Other(value.text.clone())
+            },
+        };
+        let over = key.keys().rev().fold(leaf, |inner, k| yaml::Node {
+            file: spec_file.clone(),
+            line: 1,
+            value: yaml::Value::Map(vec![(k.to_owned(), inner)]),
+        });
+        merged.merge(&over);
+    }
+    merged
 }
 
 /// What kind of file discovery reads a path as.
@@ -323,7 +627,7 @@ fn scan_path(path: &Path, named: bool, c: &mut Collector, visited: &mut HashSet<
             return;
         }
         if path.join("Chart.yaml").is_file() {
-            helm::scan_chart_dir(path, c);
+            c.chart(path);
             return;
         }
         let mut entries: Vec<PathBuf> = match std::fs::read_dir(path) {
@@ -347,13 +651,13 @@ fn scan_path(path: &Path, named: bool, c: &mut Collector, visited: &mut HashSet<
     }
     if named && path.file_name().is_some_and(|n| n == "Chart.yaml") {
         if let Some(chart) = path.parent() {
-            helm::scan_chart_dir(chart, c);
+            c.chart(chart);
             return;
         }
     }
     match file_kind(path, named) {
         FileKind::Yaml => k8s::scan_file(path, c),
-        FileKind::ChartArchive => helm::scan_chart_archive(path, c),
+        FileKind::ChartArchive => c.chart(path),
         FileKind::List => list::scan_file(path, c),
         FileKind::Other => tracing::debug!(path = %path.display(), "not scanned for images"),
     }
@@ -427,6 +731,22 @@ pub struct ImagePlan {
     pub warnings: Vec<Warning>,
     /// How many files discovery read.
     pub files_scanned: usize,
+    /// Every chart discovery read, and whether helm rendered it.
+    pub charts: Vec<ChartReport>,
+    /// `--all-values`: image values of rendered charts that the rendering did not use
+    /// (disabled components); not captured.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub values_only: Vec<ValuesOnly>,
+}
+
+/// An image a rendered chart's values name but its rendering does not use.
+#[derive(Debug, Clone, Serialize)]
+pub struct ValuesOnly {
+    /// The reference as the values spell it.
+    #[serde(rename = "ref")]
+    pub reference: ImageRef,
+    /// Where.
+    pub sources: Vec<Source>,
 }
 
 impl ImagePlan {
@@ -473,6 +793,39 @@ impl fmt::Display for ImagePlan {
             .max()
             .unwrap_or(0)
             .min(48);
+        let by = |how: RenderedBy| {
+            self.charts
+                .iter()
+                .filter(|c| c.rendered_by == how)
+                .collect::<Vec<_>>()
+        };
+        let (helm, analysed) = (by(RenderedBy::Helm), by(RenderedBy::Static));
+        if !helm.is_empty() {
+            let version = helm[0].helm_version.as_deref().unwrap_or("unknown");
+            let list: Vec<String> = helm
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} (release {}, namespace {})",
+                        c.path, c.release, c.namespace
+                    )
+                })
+                .collect();
+            writeln!(f, "rendered by helm {version}: {}", list.join(", "))?;
+        }
+        if !analysed.is_empty() {
+            let list: Vec<String> = analysed
+                .iter()
+                .map(|c| match &c.reason {
+                    Some(reason) => format!("{} ({reason})", c.path),
+                    None => c.path.to_string(),
+                })
+                .collect();
+            writeln!(f, "analysed statically: {}", list.join(", "))?;
+        }
+        if !self.charts.is_empty() {
+            writeln!(f)?;
+        }
         for image in &self.images {
             let name = image.reference.to_string();
             writeln!(f, "{name:width$}  {}", sources(&image.sources))?;
@@ -482,6 +835,15 @@ impl fmt::Display for ImagePlan {
             for e in &self.excluded {
                 let name = e.reference.to_string();
                 writeln!(f, "  {name}  by `{}`  {}", e.pattern, sources(&e.sources))?;
+            }
+        }
+        if !self.values_only.is_empty() {
+            writeln!(
+                f,
+                "\nin the values of rendered charts but not rendered (disabled?), not captured:"
+            )?;
+            for v in &self.values_only {
+                writeln!(f, "  {}  {}", v.reference, sources(&v.sources))?;
             }
         }
         if !self.unresolved.is_empty() {
@@ -531,10 +893,26 @@ fn name_key(r: &ImageRef) -> NameKey {
 /// over a discovered one of the same name (it may have a `from`); among discovered ones of the
 /// same tag, the digest-pinned one wins; `exclude:` drops discovered references only.
 pub fn plan(spec: &Spec) -> Result<ImagePlan> {
-    let discovery = if spec.discover.is_empty() {
+    plan_with(spec, &Options::default())
+}
+
+/// [`plan`] with a choice of helm and `--all-values`.
+pub fn plan_with(spec: &Spec, options: &Options) -> Result<ImagePlan> {
+    let discovery = if spec.discover.is_empty() && spec.charts.is_empty() {
         Discovery::default()
     } else {
-        discover(&spec.discover, &spec.base_dir)?
+        let helm = if options.no_helm {
+            None
+        } else {
+            render::Helm::find(options.helm.as_deref())?
+        };
+        discover_with(
+            &spec.discover,
+            &spec.charts,
+            &spec.base_dir,
+            helm.as_ref(),
+            options.all_values,
+        )?
     };
     Ok(join(spec, discovery))
 }
@@ -551,6 +929,8 @@ fn join(spec: &Spec, discovery: Discovery) -> ImagePlan {
         unresolved,
         mut warnings,
         files,
+        charts,
+        values_only,
     } = discovery;
 
     // exclude:
@@ -643,6 +1023,11 @@ fn join(spec: &Spec, discovery: Discovery) -> ImagePlan {
         unresolved,
         warnings,
         files_scanned: files,
+        charts,
+        values_only: values_only
+            .into_iter()
+            .map(|(reference, sources)| ValuesOnly { reference, sources })
+            .collect(),
     }
 }
 

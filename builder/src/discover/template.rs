@@ -32,7 +32,7 @@ pub(crate) struct Context<'a> {
     pub chart_version: &'a str,
     /// `.Chart.AppVersion`.
     pub app_version: Option<&'a str>,
-    /// `global.imageRegistry` and the default tag, for image maps.
+    /// `global.imageRegistry`, for image maps.
     pub map: MapContext<'a>,
 }
 
@@ -68,7 +68,10 @@ pub(crate) fn render(text: &str, cx: &Context) -> Result<Rendered, String> {
         if let Val::Node(node, _) = eval.action(body)? {
             if node.is_map() {
                 return match image_map(node, &cx.map) {
-                    Some((text, _)) => Ok(Rendered {
+                    Some((_, _, false)) => {
+                        Err("the image map has no tag or digest and the chart picks one".to_owned())
+                    }
+                    Some((text, _, true)) => Ok(Rendered {
                         text,
                         missing: eval.missing,
                         read: eval.read,
@@ -555,6 +558,7 @@ image:
   repository: team/app
   tag: ''
 sidecar: quay.io/tools/sidecar:2
+pinned: {repository: team/pinned, tag: '2.0'}
 global:
   imageRegistry: ''
 nested: {deep: {name: x}}
@@ -569,7 +573,6 @@ nested: {deep: {name: x}}
             app_version: Some("1.4.2"),
             map: MapContext {
                 global_registry: None,
-                default_tag: Some("1.4.2"),
             },
         };
         f(&cx)
@@ -608,11 +611,17 @@ nested: {deep: {name: x}}
         );
         assert_eq!(
             ok(
-                r#"{{ include "common.images.image" (dict "imageRoot" .Values.image "global" $.Values.global) }}"#
+                r#"{{ include "common.images.image" (dict "imageRoot" .Values.pinned "global" $.Values.global) }}"#
             ),
-            "team/app:1.4.2"
+            "team/pinned:2.0"
         );
-        assert_eq!(ok("{{ .Values.image }}"), "team/app:1.4.2");
+        assert_eq!(ok("{{ .Values.pinned }}"), "team/pinned:2.0");
+        // Without a tag the chart decides (`appVersion`, `printf "v%s"`): never guessed.
+        assert!(err(
+            r#"{{ include "common.images.image" (dict "imageRoot" .Values.image "global" $.Values.global) }}"#
+        )
+        .contains("no tag or digest"));
+        assert!(err("{{ .Values.image }}").contains("no tag or digest"));
         assert_eq!(ok("'nginx:{{ .Chart.AppVersion }}'"), "nginx:1.4.2");
         assert_eq!(
             ok(r#"{{ coalesce .Values.nope .Values.sidecar | trimPrefix "quay.io/" }}"#),

@@ -29,8 +29,10 @@
 //! - `images`: [`ImageSpec`], [`ImageSource`], and the references of a capture folder
 //!   ([`captured`], [`add_missing`]).
 //! - `engine`: [`EngineSpec`] and [`HooksSpec`].
+//! - [`charts`]: the `charts:` entries (Helm charts discovery renders, with their values).
 //! - this file: [`Spec`] and [`FileSpec`], the document as a whole.
 
+pub mod charts;
 mod de;
 mod engine;
 mod error;
@@ -76,6 +78,8 @@ pub struct Spec {
     pub discover: Vec<PathBuf>,
     /// What drops discovered references (`exclude:`).
     pub exclude: Vec<ImagePattern>,
+    /// Helm charts discovery renders with these values (`charts:`, [`charts`]).
+    pub charts: Vec<charts::ChartSpec>,
     /// The absolute folder that relative `src` paths were resolved against.
     pub base_dir: PathBuf,
     /// The spec file, as given (used in messages).
@@ -112,6 +116,8 @@ struct RawSpec {
     hooks: Option<HooksSpec>,
     #[serde(default)]
     exclude: Option<Vec<ImagePattern>>,
+    #[serde(default)]
+    charts: Option<Vec<charts::ChartSpec>>,
 }
 
 #[derive(Deserialize)]
@@ -189,6 +195,7 @@ impl Spec {
                 .map(SourcePath::into_path_buf)
                 .collect(),
             exclude: raw.exclude.unwrap_or_default(),
+            charts: raw.charts.unwrap_or_default(),
             base_dir,
             path: spec_path.to_owned(),
         })
