@@ -97,6 +97,7 @@ pub fn install_config(
                 ctr: next()?,
                 namespace: c.namespace.clone(),
                 pull: c.pull,
+                sandbox_image: None,
             })
         }
         EngineSpec::K3s(k) => {

@@ -137,7 +137,8 @@ pub fn bring_up(
             let pull_log = containerd::pull_log(step.name);
             ahead.push((pull_log.as_str(), PathKind::File));
             record.note_ahead(root, &ahead)?;
-            let text = containerd::config_toml(root, step.name, step.version);
+            let cri = containerd::CriOptions::for_this_process(c);
+            let text = containerd::config_toml(root, step.name, step.version, &cri);
             let written = write_atomic(root, &config, text.as_bytes(), 0o644)?;
             record.note_paths(written.records.clone());
             let def = containerd::service(root, step.name, step.version, c);
@@ -178,7 +179,7 @@ pub fn bring_up(
                 }
             }
             let sock = resolve(root, containerd::SOCKET);
-            Ok(vec![
+            let mut lines = vec![
                 format!(
                     "containerd: {how}, socket {}, {} image(s) in namespace {}",
                     sock.display(),
@@ -191,7 +192,9 @@ pub fn bring_up(
                     sock.display(),
                     c.namespace
                 ),
-            ])
+            ];
+            lines.extend(cri.summary());
+            Ok(lines)
         }
         Engine::K3s(k) => {
             let mut ahead: Vec<(&str, PathKind)> = k3s::RUNTIME_TREES
