@@ -359,6 +359,10 @@ pub struct ContainerdSpec {
     /// runc and ctr; default: the folder of the only file named `containerd`.
     #[serde(default)]
     pub bin_dir: Option<DestPath>,
+    /// The CRI's `sandbox_image` (every pod's pause image); default: the payload's
+    /// containerd's own default ([`crate::sandbox`]).
+    #[serde(default)]
+    pub sandbox_image: Option<ImageRef>,
 }
 
 impl ContainerdSpec {
@@ -376,6 +380,7 @@ impl Default for ContainerdSpec {
             namespace: Self::default_namespace(),
             pull: Self::default_pull(),
             bin_dir: None,
+            sandbox_image: None,
         }
     }
 }
@@ -1615,6 +1620,7 @@ images:
                 namespace: "default".into(),
                 pull: false,
                 bin_dir: Some("/opt/bin".parse().unwrap()),
+                sandbox_image: None,
             })
         );
         assert_eq!(

@@ -70,6 +70,11 @@ fn toml_string(s: &str) -> String {
 /// the root; runc's default is the host's `/run/containerd/runc`.
 pub const RUNC_ROOT: &str = "/run/containerd/runc";
 
+/// The CRI's CNI plugin folder, inside the root.
+pub const CNI_BIN_DIR: &str = "/opt/cni/bin";
+/// The CRI's CNI config folder, inside the root; containerd creates it when missing.
+pub const CNI_CONF_DIR: &str = "/etc/cni/net.d";
+
 /// Linux capability number of `CAP_SYS_RESOURCE` (`linux/capability.h`).
 const CAP_SYS_RESOURCE: u32 = 24;
 
@@ -149,6 +154,11 @@ pub fn config_toml(root: &Path, name: &str, version: &str, cri: &CriOptions) -> 
          # Pulls go through the local registry: one hosts.toml per upstream and _default.\n\
          [plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = {}\n\
          \n\
+         # CNI config and plugins under the root (containerd creates conf_dir when missing).\n\
+         [plugins.\"io.containerd.grpc.v1.cri\".cni]\n\
+         \x20 bin_dir = {}\n\
+         \x20 conf_dir = {}\n\
+         \n\
          # runc keeps the CRI containers' state under the root (its default: /run/containerd/runc).\n\
          [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n\
          \x20 runtime_type = \"io.containerd.runc.v2\"\n\
@@ -159,6 +169,8 @@ pub fn config_toml(root: &Path, name: &str, version: &str, cri: &CriOptions) -> 
         p(SOCKET),
         cri.restrict_oom_score_adj,
         p(CERTS_DIR),
+        p(CNI_BIN_DIR),
+        p(CNI_CONF_DIR),
         p(RUNC_ROOT),
     )
 }
@@ -199,9 +211,15 @@ pub fn service(root: &Path, name: &str, version: &str, engine: &ContainerdEngine
 }
 
 /// Paths the engine creates besides its config: containerd's root and state (whole trees,
-/// removed on uninstall unless they existed before).
-pub fn trees() -> [(&'static str, PathKind); 2] {
-    [(ROOT_DIR, PathKind::Tree), (STATE, PathKind::Tree)]
+/// removed on uninstall unless they existed before) and the CNI config folder the CRI plugin
+/// creates (removed when empty).
+pub fn trees() -> [(&'static str, PathKind); 4] {
+    [
+        (ROOT_DIR, PathKind::Tree),
+        (STATE, PathKind::Tree),
+        ("/etc/cni", PathKind::Dir),
+        (CNI_CONF_DIR, PathKind::Dir),
+    ]
 }
 
 /// A problem preflight should report: a containerd socket at our address that is not the
@@ -312,6 +330,55 @@ pub fn pull(
     })
 }
 
+/// The digest name of a captured image, `registry/repository@sha256:...`: the name the CRI
+/// plugin gives every image it pulls besides its tag, shown as `repo_digests` in
+/// `ImageStatus`. `None` for an image captured by digest only (its one name is that already).
+pub fn digest_name(image: &airlock_payload::Image) -> Option<String> {
+    image
+        .tag
+        .as_ref()
+        .map(|_| format!("{}/{}@{}", image.registry, image.repository, image.digest))
+}
+
+/// Gives the image `ctr image pull` just pulled its digest name too (`ctr image tag`), as
+/// the CRI plugin's own pull does: a kubelet then finds it by `repo@sha256:...` and
+/// `ImageStatus` lists the repo digest, so `IfNotPresent` and digest references stay local.
+pub fn tag_by_digest(
+    root: &Path,
+    engine: &ContainerdEngine,
+    image: &airlock_payload::Image,
+    host: &dyn Host,
+) -> Result<()> {
+    let Some(by_digest) = digest_name(image) else {
+        return Ok(());
+    };
+    let ctr = program(root, &engine.ctr);
+    let sock = resolve(root, SOCKET);
+    let reference = image.reference();
+    let args = [
+        "--address",
+        &sock.to_string_lossy(),
+        "--namespace",
+        &engine.namespace,
+        "image",
+        "tag",
+        "--force",
+        &reference,
+        &by_digest,
+    ]
+    .map(str::to_owned);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let why = match host.run(&ctr.to_string_lossy(), &args) {
+        Ok(out) if out.success() => return Ok(()),
+        Ok(out) => out.stderr.trim().to_owned(),
+        Err(e) => e.to_string(),
+    };
+    Err(Error::Engine {
+        engine: "containerd",
+        what: format!("failed to name {reference} also {by_digest} ({why})"),
+    })
+}
+
 /// The log `ctr image pull` writes to, inside the root.
 pub fn pull_log(name: &str) -> String {
     format!("{STATE_DIR}/{name}-pull.log")
@@ -369,6 +436,10 @@ mod tests {
         );
         assert!(text.contains("\n  restrict_oom_score_adj = false\n"), "{text}");
         assert!(!text.contains("sandbox_image"), "{text}");
+        assert!(
+            text.contains("\n  conf_dir = \"/r/etc/cni/net.d\"\n"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -388,6 +459,25 @@ mod tests {
         let full = CriOptions::new(&engine(), "CapEff:\t000001ffffffffff\n");
         assert!(!full.restrict_oom_score_adj);
         assert_eq!(full.summary(), None);
+    }
+
+    #[test]
+    fn a_tagged_image_gets_its_repo_digest_name_and_a_digest_only_image_none() {
+        let digest = airlock_payload::Sha256Digest::of(b"manifest");
+        let mut image = airlock_payload::Image {
+            registry: "example.hub".into(),
+            repository: "team/app".into(),
+            tag: Some("1.0".into()),
+            digest,
+            manifests: Vec::new(),
+            blobs: Vec::new(),
+        };
+        assert_eq!(
+            digest_name(&image).unwrap(),
+            format!("example.hub/team/app@{digest}")
+        );
+        image.tag = None;
+        assert_eq!(digest_name(&image), None);
     }
 
     #[test]
