@@ -211,7 +211,9 @@ fn cri_round_trip() {
     let listed = cri.list_images().expect("ListImages");
     for reference in [HUB, DOCKER, PAUSE] {
         assert!(
-            listed.iter().any(|i| i.repo_tags.iter().any(|t| t == reference)),
+            listed
+                .iter()
+                .any(|i| i.repo_tags.iter().any(|t| t == reference)),
             "{reference} missing from ListImages: {listed:?}"
         );
     }
@@ -222,7 +224,10 @@ fn cri_round_trip() {
         cri.remove_image(reference).expect("RemoveImage");
         assert_eq!(cri.image_status(reference).expect("ImageStatus"), None);
         let pulled = cri.pull_image(reference).expect("PullImage");
-        assert_eq!(pulled, image.config.digest, "PullImage returns the image ID");
+        assert_eq!(
+            pulled, image.config.digest,
+            "PullImage returns the image ID"
+        );
         assert_kubelet_sees(&cri, reference, image);
     }
 
@@ -239,10 +244,18 @@ fn cri_round_trip() {
         cri.start_container(&id).expect("StartContainer");
         let status = wait_exited(&cri, &id);
         assert_eq!(status.exit_code, 0, "{status:?}");
-        assert_eq!(status.image_ref, image.manifest_ref(reference), "{status:?}");
+        assert_eq!(
+            status.image_ref,
+            image.manifest_ref(reference),
+            "{status:?}"
+        );
         let log = fs::read_to_string(&status.log_path)
             .unwrap_or_else(|e| panic!("read {}: {e}", status.log_path));
-        assert_eq!(cri_api::log_messages(&log), image.expected_output(), "{log}");
+        assert_eq!(
+            cri_api::log_messages(&log),
+            image.expected_output(),
+            "{log}"
+        );
         ids.push(id);
     }
     for id in &ids {
@@ -300,10 +313,7 @@ fn assert_kubelet_sees(cri: &CriClient, reference: &str, image: &BuiltImage) {
         .expect("ImageStatus")
         .unwrap_or_else(|| panic!("{reference} is not present"));
     assert_eq!(found.id, image.config.digest, "{found:?}");
-    assert!(
-        found.repo_tags.iter().any(|t| t == reference),
-        "{found:?}"
-    );
+    assert!(found.repo_tags.iter().any(|t| t == reference), "{found:?}");
     let by_digest = image.manifest_ref(reference);
     assert!(
         found.repo_digests.contains(&by_digest),

@@ -434,7 +434,10 @@ mod tests {
             text.contains("\n  Root = \"/r/run/containerd/runc\"\n"),
             "{text}"
         );
-        assert!(text.contains("\n  restrict_oom_score_adj = false\n"), "{text}");
+        assert!(
+            text.contains("\n  restrict_oom_score_adj = false\n"),
+            "{text}"
+        );
         assert!(!text.contains("sandbox_image"), "{text}");
         assert!(
             text.contains("\n  conf_dir = \"/r/etc/cni/net.d\"\n"),
@@ -454,7 +457,10 @@ mod tests {
             text.contains("\n  sandbox_image = \"registry.k8s.io/pause:3.9\"\n"),
             "{text}"
         );
-        assert!(text.contains("\n  restrict_oom_score_adj = true\n"), "{text}");
+        assert!(
+            text.contains("\n  restrict_oom_score_adj = true\n"),
+            "{text}"
+        );
 
         let full = CriOptions::new(&engine(), "CapEff:\t000001ffffffffff\n");
         assert!(!full.restrict_oom_score_adj);

@@ -168,9 +168,7 @@ pub fn bring_up(
             ))?;
             let images: Vec<String> = step.index.images().iter().map(|i| i.reference()).collect();
             if c.pull {
-                for (n, (reference, image)) in
-                    images.iter().zip(step.index.images()).enumerate()
-                {
+                for (n, (reference, image)) in images.iter().zip(step.index.images()).enumerate() {
                     containerd::pull(root, c, reference, &pull_log, step.host)?;
                     containerd::tag_by_digest(root, c, image, step.host)?;
                     say(format!(
