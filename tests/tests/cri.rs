@@ -347,3 +347,31 @@ impl ManifestRef for BuiltImage {
         format!("{repo}@{}", self.manifest.digest)
     }
 }
+
+/// A `sandbox_image` that no `images:` entry holds is pulled from its registry like any
+/// image; where that registry cannot be reached (here: a network namespace with only
+/// loopback), the build fails naming the image and writes nothing.
+#[test]
+fn a_sandbox_image_the_build_cannot_capture_fails_the_build_naming_it() {
+    util::oci::run_in_loopback_namespace(
+        "a_sandbox_image_the_build_cannot_capture_fails_the_build_naming_it",
+        sandbox_image_missing,
+    );
+}
+
+fn sandbox_image_missing() {
+    let work = Workdir::new();
+    let files: String = PROGRAMS
+        .iter()
+        .map(|(src, name)| format!("  - src: {src}\n    dest: /usr/local/bin/{name}\n"))
+        .collect();
+    work.write_spec(&format!(
+        "name: kube\nversion: \"1.0\"\nfiles:\n{files}\
+         engine: {{kind: containerd, sandbox_image: registry.k8s.io/pause:3.9}}\n"
+    ));
+    let run = work
+        .airlock(&["build", "-f", "airlock.yaml", "-o", "kube.run"])
+        .expect_code(1);
+    run.stderr_has("registry.k8s.io/pause:3.9");
+    assert!(!work.join("kube.run").exists());
+}
