@@ -469,7 +469,8 @@ pub struct RemoveContainerRequest {
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct RemoveContainerResponse {}
 
-/// `runtime.v1.ContainerState`.
+/// `runtime.v1.ContainerState` (variant names as prost codegen writes them).
+#[allow(clippy::enum_variant_names)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
 #[repr(i32)]
 pub enum ContainerState {
