@@ -169,6 +169,13 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
     }
     tracing::debug!(stub = %stub_path.display(), machine = %info.machine, "stub checked");
 
+    // Every pod runs the sandbox image: captured like any image (pulled unless an `images:`
+    // entry names it), so a build that cannot get it fails naming it.
+    if let crate::spec::EngineSpec::Containerd(c) = &spec.engine {
+        if let Some(sandbox) = c.sandbox_image.clone() {
+            crate::sandbox::ensure_captured(&mut spec.images, &sandbox);
+        }
+    }
     let images = image_plan(&spec, plan.strict)?;
 
     let sources = tree::gather(&spec.files)?;

@@ -97,6 +97,7 @@ pub fn install_config(
                 ctr: next()?,
                 namespace: c.namespace.clone(),
                 pull: c.pull,
+                sandbox_image: c.sandbox_image.as_ref().map(ToString::to_string),
             })
         }
         EngineSpec::K3s(k) => {

@@ -25,6 +25,7 @@ pub mod engine;
 pub mod image;
 pub mod progress;
 pub mod reference;
+pub mod sandbox;
 pub mod spec;
 pub mod stubcheck;
 pub mod tree;

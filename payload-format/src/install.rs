@@ -64,6 +64,10 @@ pub struct ContainerdEngine {
     pub namespace: String,
     /// Pull every captured image once containerd answers.
     pub pull: bool,
+    /// The CRI plugin's `sandbox_image` (the pause image every pod runs), one of the
+    /// payload's images; absent: containerd's own default (payloads written before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_image: Option<String>,
 }
 
 /// The `k3s` engine.
@@ -267,6 +271,7 @@ mod tests {
                 ctr: "containerd".into(),
                 namespace: "k8s.io".into(),
                 pull: true,
+                sandbox_image: None,
             }),
             hooks: vec![],
         }

@@ -9,6 +9,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
 use super::values::{DestPath, SourcePath};
+use crate::reference::ImageRef;
 
 /// `engine:`: `none`, `containerd`, `k3s`, or a map with `kind` and that engine's options.
 ///
@@ -45,6 +46,10 @@ pub struct ContainerdSpec {
     /// runc and ctr; default: the folder of the only file named `containerd`.
     #[serde(default)]
     pub bin_dir: Option<DestPath>,
+    /// The CRI's `sandbox_image` (every pod's pause image); default: the payload's
+    /// containerd's own default (`crate::sandbox`).
+    #[serde(default)]
+    pub sandbox_image: Option<ImageRef>,
 }
 
 impl ContainerdSpec {
@@ -62,6 +67,7 @@ impl Default for ContainerdSpec {
             namespace: Self::default_namespace(),
             pull: Self::default_pull(),
             bin_dir: None,
+            sandbox_image: None,
         }
     }
 }

@@ -524,6 +524,7 @@ fn engines_are_a_name_or_a_map_with_kind() {
             namespace: "default".into(),
             pull: false,
             bin_dir: Some("/opt/bin".parse().unwrap()),
+            sandbox_image: None,
         })
     );
     assert_eq!(

@@ -66,9 +66,77 @@ fn toml_string(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-/// containerd's config (version 2, read by 1.6 and 1.7).
-pub fn config_toml(root: &Path, name: &str, version: &str) -> String {
+/// Where runc keeps its container state for the CRI's containers (runc's `--root`), inside
+/// the root; runc's default is the host's `/run/containerd/runc`.
+pub const RUNC_ROOT: &str = "/run/containerd/runc";
+
+/// The CRI's CNI plugin folder, inside the root.
+pub const CNI_BIN_DIR: &str = "/opt/cni/bin";
+/// The CRI's CNI config folder, inside the root; containerd creates it when missing.
+pub const CNI_CONF_DIR: &str = "/etc/cni/net.d";
+
+/// Linux capability number of `CAP_SYS_RESOURCE` (`linux/capability.h`).
+const CAP_SYS_RESOURCE: u32 = 24;
+
+/// Settings of containerd's CRI plugin beyond paths: what a kubelet's pods need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CriOptions {
+    /// The pause image every pod sandbox runs (`sandbox_image`); `None` leaves containerd's
+    /// own default, which the payload must then hold.
+    pub sandbox_image: Option<String>,
+    /// `restrict_oom_score_adj`: clamp containers' `oom_score_adj` to containerd's own, for
+    /// a containerd that cannot lower it (no `CAP_SYS_RESOURCE`, as in many containers and
+    /// user namespaces); without it runc fails to start any pod there.
+    pub restrict_oom_score_adj: bool,
+}
+
+impl CriOptions {
+    /// The options for `engine` on a host whose processes have the effective capabilities
+    /// of `proc_status` (the text of `/proc/self/status`; containerd inherits ours).
+    pub fn new(engine: &ContainerdEngine, proc_status: &str) -> CriOptions {
+        CriOptions {
+            sandbox_image: engine.sandbox_image.clone(),
+            restrict_oom_score_adj: !has_effective_cap(proc_status, CAP_SYS_RESOURCE),
+        }
+    }
+
+    /// The options for `engine` under this process's capabilities.
+    pub fn for_this_process(engine: &ContainerdEngine) -> CriOptions {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        CriOptions::new(engine, &status)
+    }
+
+    /// A summary line when a setting differs from containerd's defaults for a reason the
+    /// user should know.
+    pub fn summary(&self) -> Option<String> {
+        self.restrict_oom_score_adj.then(|| {
+            "containerd: CRI restrict_oom_score_adj = true (this process lacks \
+             CAP_SYS_RESOURCE, so containers cannot get a lower oom_score_adj than containerd)"
+                .to_owned()
+        })
+    }
+}
+
+/// Whether the `CapEff:` line of `/proc/<pid>/status` text holds capability `cap`. A missing
+/// or unreadable line counts as holding it (containerd's defaults then apply).
+pub fn has_effective_cap(proc_status: &str, cap: u32) -> bool {
+    proc_status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_none_or(|mask| mask & (1u64 << cap) != 0)
+}
+
+/// containerd's config (version 2, read by 1.6 and 1.7): root, state and sockets under the
+/// install root, the CRI plugin pulling through `certs.d`, running the sandbox image of
+/// `cri`, with runc's state under the root too.
+pub fn config_toml(root: &Path, name: &str, version: &str, cri: &CriOptions) -> String {
     let p = |logical: &str| toml_string(&resolve(root, logical).to_string_lossy());
+    let sandbox = cri
+        .sandbox_image
+        .as_deref()
+        .map(|s| format!("  sandbox_image = {}\n", toml_string(s)))
+        .unwrap_or_default();
     format!(
         "# Written by airlock for {name} {version}; `uninstall` removes it.\n\
          version = 2\n\
@@ -77,12 +145,33 @@ pub fn config_toml(root: &Path, name: &str, version: &str) -> String {
          \n\
          [grpc]\n  address = {}\n\
          \n\
+         [plugins.\"io.containerd.grpc.v1.cri\"]\n\
+         {sandbox}\
+         \x20 restrict_oom_score_adj = {}\n\
+         \x20 # Pod network namespaces under the state folder, not the host's /var/run/netns.\n\
+         \x20 netns_mounts_under_state_dir = true\n\
+         \n\
          # Pulls go through the local registry: one hosts.toml per upstream and _default.\n\
-         [plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = {}\n",
+         [plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = {}\n\
+         \n\
+         # CNI config and plugins under the root (containerd creates conf_dir when missing).\n\
+         [plugins.\"io.containerd.grpc.v1.cri\".cni]\n\
+         \x20 bin_dir = {}\n\
+         \x20 conf_dir = {}\n\
+         \n\
+         # runc keeps the CRI containers' state under the root (its default: /run/containerd/runc).\n\
+         [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n\
+         \x20 runtime_type = \"io.containerd.runc.v2\"\n\
+         [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\n\
+         \x20 Root = {}\n",
         p(ROOT_DIR),
         p(STATE),
         p(SOCKET),
+        cri.restrict_oom_score_adj,
         p(CERTS_DIR),
+        p(CNI_BIN_DIR),
+        p(CNI_CONF_DIR),
+        p(RUNC_ROOT),
     )
 }
 
@@ -122,9 +211,15 @@ pub fn service(root: &Path, name: &str, version: &str, engine: &ContainerdEngine
 }
 
 /// Paths the engine creates besides its config: containerd's root and state (whole trees,
-/// removed on uninstall unless they existed before).
-pub fn trees() -> [(&'static str, PathKind); 2] {
-    [(ROOT_DIR, PathKind::Tree), (STATE, PathKind::Tree)]
+/// removed on uninstall unless they existed before) and the CNI config folder the CRI plugin
+/// creates (removed when empty).
+pub fn trees() -> [(&'static str, PathKind); 4] {
+    [
+        (ROOT_DIR, PathKind::Tree),
+        (STATE, PathKind::Tree),
+        ("/etc/cni", PathKind::Dir),
+        (CNI_CONF_DIR, PathKind::Dir),
+    ]
 }
 
 /// A problem preflight should report: a containerd socket at our address that is not the
@@ -235,6 +330,55 @@ pub fn pull(
     })
 }
 
+/// The digest name of a captured image, `registry/repository@sha256:...`: the name the CRI
+/// plugin gives every image it pulls besides its tag, shown as `repo_digests` in
+/// `ImageStatus`. `None` for an image captured by digest only (its one name is that already).
+pub fn digest_name(image: &airlock_payload::Image) -> Option<String> {
+    image
+        .tag
+        .as_ref()
+        .map(|_| format!("{}/{}@{}", image.registry, image.repository, image.digest))
+}
+
+/// Gives the image `ctr image pull` just pulled its digest name too (`ctr image tag`), as
+/// the CRI plugin's own pull does: a kubelet then finds it by `repo@sha256:...` and
+/// `ImageStatus` lists the repo digest, so `IfNotPresent` and digest references stay local.
+pub fn tag_by_digest(
+    root: &Path,
+    engine: &ContainerdEngine,
+    image: &airlock_payload::Image,
+    host: &dyn Host,
+) -> Result<()> {
+    let Some(by_digest) = digest_name(image) else {
+        return Ok(());
+    };
+    let ctr = program(root, &engine.ctr);
+    let sock = resolve(root, SOCKET);
+    let reference = image.reference();
+    let args = [
+        "--address",
+        &sock.to_string_lossy(),
+        "--namespace",
+        &engine.namespace,
+        "image",
+        "tag",
+        "--force",
+        &reference,
+        &by_digest,
+    ]
+    .map(str::to_owned);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let why = match host.run(&ctr.to_string_lossy(), &args) {
+        Ok(out) if out.success() => return Ok(()),
+        Ok(out) => out.stderr.trim().to_owned(),
+        Err(e) => e.to_string(),
+    };
+    Err(Error::Engine {
+        engine: "containerd",
+        what: format!("failed to name {reference} also {by_digest} ({why})"),
+    })
+}
+
 /// The log `ctr image pull` writes to, inside the root.
 pub fn pull_log(name: &str) -> String {
     format!("{STATE_DIR}/{name}-pull.log")
@@ -261,12 +405,17 @@ mod tests {
             ctr: "usr/bin/ctr".into(),
             namespace: "k8s.io".into(),
             pull: true,
+            sandbox_image: Some("registry.k8s.io/pause:3.9".into()),
         }
     }
 
     #[test]
     fn the_config_keeps_everything_under_the_root_and_points_cri_at_certs_d() {
-        let text = config_toml(Path::new("/r"), "edge", "1");
+        let cri = CriOptions {
+            sandbox_image: None,
+            restrict_oom_score_adj: false,
+        };
+        let text = config_toml(Path::new("/r"), "edge", "1", &cri);
         assert!(
             text.contains("\nroot = \"/r/var/lib/containerd\"\n"),
             "{text}"
@@ -281,6 +430,67 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("\nversion = 2\n"));
+        assert!(
+            text.contains("\n  Root = \"/r/run/containerd/runc\"\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n  restrict_oom_score_adj = false\n"),
+            "{text}"
+        );
+        assert!(!text.contains("sandbox_image"), "{text}");
+        assert!(
+            text.contains("\n  conf_dir = \"/r/etc/cni/net.d\"\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_config_names_the_payloads_sandbox_image_and_restricts_oom_without_cap_sys_resource() {
+        // CapEff of a root process in a container without CAP_SYS_RESOURCE (bit 24).
+        let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001fffeffffff\n";
+        let cri = CriOptions::new(&engine(), status);
+        assert!(cri.restrict_oom_score_adj);
+        assert!(cri.summary().unwrap().contains("lacks CAP_SYS_RESOURCE"));
+        let text = config_toml(Path::new("/r"), "edge", "1", &cri);
+        assert!(
+            text.contains("\n  sandbox_image = \"registry.k8s.io/pause:3.9\"\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n  restrict_oom_score_adj = true\n"),
+            "{text}"
+        );
+
+        let full = CriOptions::new(&engine(), "CapEff:\t000001ffffffffff\n");
+        assert!(!full.restrict_oom_score_adj);
+        assert_eq!(full.summary(), None);
+    }
+
+    #[test]
+    fn a_tagged_image_gets_its_repo_digest_name_and_a_digest_only_image_none() {
+        let digest = airlock_payload::Sha256Digest::of(b"manifest");
+        let mut image = airlock_payload::Image {
+            registry: "example.hub".into(),
+            repository: "team/app".into(),
+            tag: Some("1.0".into()),
+            digest,
+            manifests: Vec::new(),
+            blobs: Vec::new(),
+        };
+        assert_eq!(
+            digest_name(&image).unwrap(),
+            format!("example.hub/team/app@{digest}")
+        );
+        image.tag = None;
+        assert_eq!(digest_name(&image), None);
+    }
+
+    #[test]
+    fn capabilities_are_read_from_the_effective_set_only() {
+        assert!(!has_effective_cap("CapPrm:\tffffffff\nCapEff:\t0\n", 24));
+        assert!(has_effective_cap("CapEff:\t01000000\n", 24));
+        assert!(has_effective_cap("no such line\n", 24));
     }
 
     #[test]

@@ -163,7 +163,8 @@ impl EngineDriver for Containerd<'_> {
         let pull_log = containerd::pull_log(step.name);
         ahead.push((pull_log.as_str(), PathKind::File));
         record.note_ahead(root, &ahead)?;
-        let text = containerd::config_toml(root, step.name, step.version);
+        let cri = containerd::CriOptions::for_this_process(c);
+        let text = containerd::config_toml(root, step.name, step.version, &cri);
         let written = write_atomic(root, &config, text.as_bytes(), 0o644)?;
         record.note_paths(written.records.clone());
         let def = containerd::service(root, step.name, step.version, c);
@@ -193,8 +194,9 @@ impl EngineDriver for Containerd<'_> {
         ))?;
         let images: Vec<String> = step.index.images().iter().map(|i| i.reference()).collect();
         if c.pull {
-            for (n, reference) in images.iter().enumerate() {
+            for (n, (reference, image)) in images.iter().zip(step.index.images()).enumerate() {
                 containerd::pull(root, c, reference, &pull_log, step.host)?;
+                containerd::tag_by_digest(root, c, image, step.host)?;
                 say(format!(
                     "containerd: pulled {reference} into namespace {} ({}/{})",
                     c.namespace,
@@ -204,7 +206,7 @@ impl EngineDriver for Containerd<'_> {
             }
         }
         let sock = resolve(root, containerd::SOCKET);
-        Ok(vec![
+        let mut lines = vec![
             format!(
                 "containerd: {how}, socket {}, {} image(s) in namespace {}",
                 sock.display(),
@@ -217,7 +219,9 @@ impl EngineDriver for Containerd<'_> {
                 sock.display(),
                 c.namespace
             ),
-        ])
+        ];
+        lines.extend(cri.summary());
+        Ok(lines)
     }
 }
 
