@@ -40,6 +40,7 @@ pub mod persist;
 pub mod preflight;
 pub mod record;
 pub mod run;
+pub mod runtimes;
 pub mod service;
 
 pub use error::{Error, Result};
