@@ -30,7 +30,7 @@
 pub mod containerd;
 pub mod engine;
 pub mod error;
-mod fsutil;
+pub(crate) mod fsutil;
 pub mod hooks;
 pub mod host;
 pub mod k3s;

@@ -19,12 +19,13 @@ use indicatif::ProgressBar;
 
 use super::host::Host;
 use super::lock::InstallLock;
+use super::runtimes::Runtime;
 use super::mirror::{mirror_files, write_mirror_config, Runtimes, CERTS_DIR, K3S_REGISTRIES};
 use super::persist::{installer_copy_path, persist_installer};
 use super::preflight::{preflight, space_needed, PreflightInput};
 use super::record::{self, PathKind, PathRecord, Record, ServiceRecord, Supervision};
 use super::service::{
-    choose_mode, registry_unit_name, service_is_running, start_registry, Daemon, ServiceMode,
+    choose_mode, registry_unit_name, service_is_running, Daemon, ServiceMode,
 };
 use super::{resolve, STATE_DIR};
 use crate::extract::{extract, ExtractOptions};
@@ -57,6 +58,13 @@ pub struct InstallOptions<'a> {
     pub bar: &'a ProgressBar,
     /// Called with each frame's stored bytes once decoded (see `ExtractOptions::release`).
     pub release: &'a (dyn Fn(&[u8]) + Sync),
+    /// `--mirror-for`: the runtimes to configure; `None` detects them
+    /// ([`super::runtimes::detect`]).
+    pub mirror_for: Option<Vec<super::runtimes::Runtime>>,
+    /// `--proxy-listen`: the pull proxy's address (Docker); `None` is the registry's port + 1.
+    pub proxy_listen: Option<SocketAddr>,
+    /// `--restart-runtimes`: restart Docker so it reads the proxy drop-in.
+    pub restart_runtimes: bool,
 }
 
 /// Step lines go to `out` unless quiet.
@@ -377,6 +385,37 @@ pub fn install(
             .into_iter()
             .map(super::preflight::Problem::Engine),
     );
+    let chosen: std::collections::BTreeSet<Runtime> = match &opts.mirror_for {
+        Some(list) => list.iter().copied().collect(),
+        None => super::runtimes::detect(root, std::env::var("PATH").ok().as_deref()),
+    };
+    let docker = chosen.contains(&Runtime::Docker);
+    let proxy_addr = opts.proxy_listen.unwrap_or_else(|| {
+        SocketAddr::new(opts.listen.ip(), opts.listen.port().wrapping_add(1))
+    });
+    let proxy = docker.then_some(proxy_addr);
+    if docker && !own_registry_running {
+        if let Err(e) = host.try_bind(proxy_addr) {
+            report.problems.push(super::preflight::Problem::PortBusy {
+                addr: proxy_addr,
+                cause: e.to_string(),
+            });
+        }
+    }
+    // A daemon.json that is not JSON stops the install before anything changes.
+    let daemon_json = if docker {
+        match super::runtimes::merge_docker(root, opts.listen) {
+            Ok(t) => t,
+            Err(e) => {
+                if let (Some(lock), true) = (lock, fresh) {
+                    release_fresh_lock(root, lock, &record);
+                }
+                return Err(super::Error::from(e).into());
+            }
+        }
+    } else {
+        None
+    };
     let mode = choose_mode(root, host);
     let hosts: Vec<&str> = index.images().iter().map(|i| i.registry.as_str()).collect();
     let existing = index
@@ -420,7 +459,10 @@ pub fn install(
             mode,
             opts.listen,
             &hosts,
-            &plan_extra(root, name, engine, hooks),
+            &plan_extra(root, name, engine, hooks)
+                .into_iter()
+                .chain(super::runtimes::plan_lines(root, name, &chosen, proxy_addr))
+                .collect::<Vec<_>>(),
         )?;
     }
     if !report.is_ok() {
@@ -537,7 +579,7 @@ pub fn install(
     // 6. Registry service. A registry of ours that runs another copy or address, or whose
     // copy was just replaced, is stopped first: it holds the port and serves old bytes.
     if mode == ServiceMode::Daemon {
-        let wanted = Daemon::registry(root, name, version, opts.listen);
+        let wanted = Daemon::registry_with_proxy(root, name, version, opts.listen, proxy);
         for s in &record.services {
             if let (true, Supervision::Daemon(d)) = (s.name == "registry", &s.supervision) {
                 if (*d != wanted || copy.copied) && d.is_running(root, host)?.is_some() {
@@ -550,13 +592,58 @@ pub fn install(
             }
         }
     }
-    let service_files = super::service::registry_service(root, name, version, opts.listen)?.files();
+    // Docker and podman config (the pull proxy's leaves first: the registry loads them).
+    let upstream = super::mirror::upstream_hosts(hosts.iter().copied())?;
+    let addrs = super::runtimes::Addresses {
+        registry: opts.listen,
+        proxy: proxy_addr,
+    };
+    let runtime_files = super::runtimes::plan(root, name, &chosen, &upstream, addrs)
+        .map_err(super::Error::from)?;
+    let ahead: Vec<(&str, PathKind)> = runtime_files
+        .iter()
+        .map(|(p, _, _)| (p.as_str(), PathKind::File))
+        .collect();
+    record.note_ahead(root, &ahead)?;
+    let mut runtime_changed = 0;
+    for (logical, text, file_mode) in &runtime_files {
+        let written = super::fsutil::write_atomic(root, logical, text.as_bytes(), *file_mode)?;
+        runtime_changed += usize::from(written.changed);
+        record.note_paths(written.records);
+    }
+    record.note_mirror_files(runtime_files.iter().map(|(p, _, _)| p.clone()));
+    record.save(root)?;
+    if let Some(text) = &daemon_json {
+        // The user's file: merged, never recorded as ours (uninstall takes our values out).
+        super::fsutil::write_atomic(root, super::runtimes::docker::DAEMON_JSON, text.as_bytes(), 0o644)?;
+        runtime_changed += 1;
+    }
+    if !runtime_files.is_empty() {
+        say.line(format!(
+            "runtime config: {} files for {}, {runtime_changed} changed",
+            runtime_files.len() + usize::from(docker),
+            chosen
+                .iter()
+                .filter(|r| matches!(r, Runtime::Docker | Runtime::Podman))
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))?;
+    }
+    let service_files =
+        super::service::registry_service_with_proxy(root, name, version, opts.listen, proxy)?
+            .files();
     let ahead: Vec<(&str, PathKind)> = service_files
         .iter()
         .map(|f| (f.as_str(), PathKind::File))
         .collect();
     record.note_ahead(root, &ahead)?;
-    let service = start_registry(root, name, version, opts.listen, mode, host)?;
+    let service = super::service::start_service(
+        root,
+        &super::service::registry_service_with_proxy(root, name, version, opts.listen, proxy)?,
+        mode,
+        host,
+    )?;
     if mode == ServiceMode::Systemd && copy.copied && !service.started {
         // Same unit text, new file under it: the running registry maps the old one.
         let unit = registry_unit_name(name);
@@ -606,8 +693,8 @@ pub fn install(
 
     // 8. Mirror config, noted in the record before it is written.
     let runtimes = Runtimes {
-        containerd: true,
-        k3s: true,
+        containerd: opts.mirror_for.is_none() || chosen.contains(&Runtime::Containerd),
+        k3s: opts.mirror_for.is_none() || chosen.contains(&Runtime::K3s),
     };
     let planned = mirror_files(opts.listen, hosts.iter().copied(), runtimes)?;
     let ahead: Vec<(&str, PathKind)> = planned
@@ -670,6 +757,13 @@ pub fn install(
         text.push_str(&format!("\n    {}", shown(root, f)));
     }
     for line in &engine_summary {
+        text.push_str(&format!("\n  {line}"));
+    }
+    let restarted = docker && opts.restart_runtimes && mode == ServiceMode::Systemd && !explicit_root;
+    if restarted {
+        super::runtimes::restart_docker(host)?;
+    }
+    for line in super::runtimes::summary_lines(root, name, &chosen, addrs, restarted) {
         text.push_str(&format!("\n  {line}"));
     }
     for h in hooks {
@@ -815,6 +909,7 @@ pub fn uninstall(
         record.services.len()
     ))?;
     remove_stale_temps(root, Some(&record));
+    let docker_note = super::runtimes::uninstall_docker(root, name)?;
     let summary = record::uninstall(root, &record, host)?;
     drop(lock);
     say.line(format!(
@@ -834,6 +929,9 @@ pub fn uninstall(
             "kept (they existed before the install, or hold other files): {}",
             summary.kept.join(", ")
         ))?;
+    }
+    if let Some(note) = docker_note {
+        say.line(note)?;
     }
     say.line(format!("uninstalled {name} from {}", root.display()))
 }

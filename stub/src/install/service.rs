@@ -103,6 +103,17 @@ pub fn unit_text(name: &str, version: &str, spec: &UnitSpec<'_>) -> String {
 /// (it serves on loopback from a local file), so it waits only for local filesystems, and
 /// orders itself before the runtimes that pull through it.
 pub fn registry_unit_text(name: &str, version: &str, exec: &Path, listen: SocketAddr) -> String {
+    registry_unit_text_with(name, version, exec, listen, &[])
+}
+
+/// [`registry_unit_text`] with `extra` words after `--listen ADDR` (the pull proxy's).
+fn registry_unit_text_with(
+    name: &str,
+    version: &str,
+    exec: &Path,
+    listen: SocketAddr,
+    extra: &[String],
+) -> String {
     unit_text(
         name,
         version,
@@ -116,7 +127,10 @@ pub fn registry_unit_text(name: &str, version: &str, exec: &Path, listen: Socket
                 "serve".into(),
                 "--listen".into(),
                 listen.to_string(),
-            ],
+            ]
+            .into_iter()
+            .chain(extra.iter().cloned())
+            .collect(),
             env: &[],
             after: "local-fs.target",
             before: "containerd.service k3s.service",
@@ -207,6 +221,20 @@ impl Daemon {
             .chain([pid_file.to_string_lossy().into_owned()])
             .collect();
         Daemon::new(&daemon_name, exec, args)
+    }
+
+    /// [`Daemon::registry`] that also serves the pull proxy on `proxy` (see
+    /// [`intercept_args`]).
+    pub fn registry_with_proxy(
+        root: &Path,
+        name: &str,
+        version: &str,
+        listen: SocketAddr,
+        proxy: Option<SocketAddr>,
+    ) -> Daemon {
+        let mut d = Daemon::registry(root, name, version, listen);
+        d.args.extend(intercept_args(root, name, proxy));
+        d
     }
 
     /// The command line `/proc/<pid>/cmdline` shows for this daemon.
@@ -473,6 +501,39 @@ pub fn registry_service(
         listen: Some(listen.to_string()),
         companions: Vec::new(),
     })
+}
+
+/// `--intercept ADDR --intercept-dir DIR` for the pull proxy of installer `name` on
+/// `proxy` (nothing for `None`).
+pub fn intercept_args(root: &Path, name: &str, proxy: Option<SocketAddr>) -> Vec<String> {
+    match proxy {
+        Some(addr) => vec![
+            "--intercept".into(),
+            addr.to_string(),
+            "--intercept-dir".into(),
+            resolve(root, &super::runtimes::proxy_dir(name))
+                .to_string_lossy()
+                .into_owned(),
+        ],
+        None => Vec::new(),
+    }
+}
+
+/// [`registry_service`] that also serves the pull proxy on `proxy`: one service, one more
+/// listen address.
+pub fn registry_service_with_proxy(
+    root: &Path,
+    name: &str,
+    version: &str,
+    listen: SocketAddr,
+    proxy: Option<SocketAddr>,
+) -> Result<ServiceDef> {
+    let mut def = registry_service(root, name, version, listen)?;
+    let exec = resolve(root, &installer_copy_path(name, version));
+    let extra = intercept_args(root, name, proxy);
+    def.unit_text = registry_unit_text_with(name, version, &exec, listen, &extra);
+    def.daemon = Daemon::registry_with_proxy(root, name, version, listen, proxy);
+    Ok(def)
 }
 
 /// Writes the registry unit and starts the registry ([`registry_service`],

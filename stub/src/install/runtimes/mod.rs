@@ -309,6 +309,100 @@ pub fn unmerge_docker(root: &Path, name: &str) -> Result<docker::Unmerged, Runti
     docker::unmerge_daemon_json(&shown, &existing, &docker::DaemonKeys { entries })
 }
 
+/// What the plan (and `--dry-run`) says about Docker and podman.
+pub fn plan_lines(
+    root: &Path,
+    name: &str,
+    runtimes: &BTreeSet<Runtime>,
+    proxy: SocketAddr,
+) -> Vec<String> {
+    let shown = |l: &str| resolve(root, l).display().to_string();
+    let mut lines = Vec::new();
+    if runtimes.contains(&Runtime::Docker) {
+        lines.push(format!(
+            "docker: {} merged (registry-mirrors, insecure-registries), {}/<host>/ca.crt and              hosts.toml, drop-in {} (HTTPS_PROXY=http://{proxy}), pull proxy CA in {}",
+            shown(docker::DAEMON_JSON),
+            shown(docker::CERTS_DIR),
+            shown(&docker::dropin_path(name)),
+            shown(&proxy_dir(name)),
+        ));
+    }
+    if runtimes.contains(&Runtime::Podman) {
+        lines.push(format!(
+            "podman/CRI-O: {}",
+            shown(&podman::dropin_path(name))
+        ));
+    }
+    lines
+}
+
+/// Restarts Docker so it reads the proxy drop-in (`--restart-runtimes`, systemd only).
+pub fn restart_docker(host: &dyn crate::install::host::Host) -> crate::install::Result<()> {
+    for args in [&["daemon-reload"][..], &["restart", "docker.service"][..]] {
+        crate::install::service::systemctl(host, args)?;
+    }
+    Ok(())
+}
+
+/// The summary's lines for Docker and podman: what was configured, what is left to do.
+pub fn summary_lines(
+    root: &Path,
+    name: &str,
+    runtimes: &BTreeSet<Runtime>,
+    addrs: Addresses,
+    restarted: bool,
+) -> Vec<String> {
+    let shown = |l: &str| resolve(root, l).display().to_string();
+    let mut lines = Vec::new();
+    if runtimes.contains(&Runtime::Docker) {
+        lines.push(format!(
+            "docker: pull proxy on http://{} (CA {}/ca.crt, trusted only through {}),              registry-mirrors in {}, drop-in {}",
+            addrs.proxy,
+            shown(&proxy_dir(name)),
+            shown(docker::CERTS_DIR),
+            shown(docker::DAEMON_JSON),
+            shown(&docker::dropin_path(name)),
+        ));
+        lines.push(if restarted {
+            "docker: restarted (systemctl daemon-reload, restart docker.service)".to_owned()
+        } else {
+            "docker: to do: a running dockerd reads the drop-in only when restarted:              `systemctl daemon-reload && systemctl restart docker` (or install with              --restart-runtimes); with \"live-restore\": true in daemon.json running              containers survive the restart"
+                .to_owned()
+        });
+    }
+    if runtimes.contains(&Runtime::Podman) {
+        lines.push(format!(
+            "podman/CRI-O: {} (read at every pull: nothing to restart for podman;              `systemctl reload crio` for CRI-O)",
+            shown(&podman::dropin_path(name))
+        ));
+    }
+    lines
+}
+
+/// Uninstall's Docker step, before the record's files go: our values out of `daemon.json`.
+/// Returns the line to print when this install had configured Docker.
+pub fn uninstall_docker(root: &Path, name: &str) -> crate::install::Result<Option<String>> {
+    if !resolve(root, &docker_keys_path(name)).exists() {
+        return Ok(None);
+    }
+    let real = resolve(root, docker::DAEMON_JSON);
+    let what = match unmerge_docker(root, name)? {
+        docker::Unmerged::Unchanged => "daemon.json held none of our values",
+        docker::Unmerged::Write(text) => {
+            crate::install::fsutil::write_atomic(root, docker::DAEMON_JSON, text.as_bytes(), 0o644)?;
+            "took our values out of daemon.json"
+        }
+        docker::Unmerged::Remove => {
+            fs::remove_file(&real)
+                .map_err(crate::install::Error::fs("remove", &real))?;
+            "removed daemon.json (it held only our values)"
+        }
+    };
+    Ok(Some(format!(
+        "docker: {what}; the drop-in and certificates go with the record's files; a running          dockerd still uses the proxy until `systemctl daemon-reload && systemctl restart docker`"
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
