@@ -320,7 +320,8 @@ pub fn plan_lines(
     let mut lines = Vec::new();
     if runtimes.contains(&Runtime::Docker) {
         lines.push(format!(
-            "docker: {} merged (registry-mirrors, insecure-registries), {}/<host>/ca.crt and              hosts.toml, drop-in {} (HTTPS_PROXY=http://{proxy}), pull proxy CA in {}",
+            "docker: {} merged (registry-mirrors, insecure-registries), {}/<host>/ca.crt and \
+             hosts.toml, drop-in {} (HTTPS_PROXY=http://{proxy}), pull proxy CA in {}",
             shown(docker::DAEMON_JSON),
             shown(docker::CERTS_DIR),
             shown(&docker::dropin_path(name)),
@@ -356,7 +357,8 @@ pub fn summary_lines(
     let mut lines = Vec::new();
     if runtimes.contains(&Runtime::Docker) {
         lines.push(format!(
-            "docker: pull proxy on http://{} (CA {}/ca.crt, trusted only through {}),              registry-mirrors in {}, drop-in {}",
+            "docker: pull proxy on http://{} (CA {}/ca.crt, trusted only through {}), \
+             registry-mirrors in {}, drop-in {}",
             addrs.proxy,
             shown(&proxy_dir(name)),
             shown(docker::CERTS_DIR),
@@ -366,7 +368,10 @@ pub fn summary_lines(
         lines.push(if restarted {
             "docker: restarted (systemctl daemon-reload, restart docker.service)".to_owned()
         } else {
-            "docker: to do: a running dockerd reads the drop-in only when restarted:              `systemctl daemon-reload && systemctl restart docker` (or install with              --restart-runtimes); with \"live-restore\": true in daemon.json running              containers survive the restart"
+            "docker: to do: a running dockerd reads the drop-in only when restarted: \
+             `systemctl daemon-reload && systemctl restart docker` (or install with \
+             --restart-runtimes); with \"live-restore\": true in daemon.json running \
+             containers survive the restart"
                 .to_owned()
         });
     }
@@ -399,7 +404,8 @@ pub fn uninstall_docker(root: &Path, name: &str) -> crate::install::Result<Optio
         }
     };
     Ok(Some(format!(
-        "docker: {what}; the drop-in and certificates go with the record's files; a running          dockerd still uses the proxy until `systemctl daemon-reload && systemctl restart docker`"
+        "docker: {what}; the drop-in and certificates go with the record's files; a running \
+         dockerd still uses the proxy until `systemctl daemon-reload && systemctl restart docker`"
     )))
 }
 
