@@ -230,7 +230,13 @@ pub fn serve_registry(
             }
             _ => None,
         };
-        serve(listener, registry, ServeOptions::default(), stopped(stop_rx)).await;
+        serve(
+            listener,
+            registry,
+            ServeOptions::default(),
+            stopped(stop_rx),
+        )
+        .await;
         if let Some(p) = proxy {
             let _ = p.await;
         }

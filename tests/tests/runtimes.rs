@@ -37,7 +37,11 @@ fn build_three() -> Built {
             "dock",
             "hello from docker.io/library/app",
         ),
-        ("quay.io/team/tool:2.0", "quay", "hello from quay.io/team/tool"),
+        (
+            "quay.io/team/tool:2.0",
+            "quay",
+            "hello from quay.io/team/tool",
+        ),
     ];
     let mut yaml = String::from("name: edge\nversion: \"1.0\"\nimages:\n");
     for (reference, dir, message) in specs {
@@ -106,7 +110,10 @@ fn in_private_namespaces(test: &str, programs: &[&str], inner: fn()) {
         .env(MARKER, &marker)
         .status()
         .expect("run unshare");
-    assert!(status.success(), "{test} failed inside the namespaces: {status}");
+    assert!(
+        status.success(),
+        "{test} failed inside the namespaces: {status}"
+    );
     assert!(marker.exists(), "the inner run of {test} did not happen");
 }
 
@@ -225,10 +232,9 @@ fn docker_inside() {
     let (_listen, proxy) = install(&b, &root, "docker");
     let _undo = Uninstall(&b, &root);
 
-    let dropin = fs::read_to_string(
-        root.join("etc/systemd/system/docker.service.d/50-airlock-edge.conf"),
-    )
-    .unwrap();
+    let dropin =
+        fs::read_to_string(root.join("etc/systemd/system/docker.service.d/50-airlock-edge.conf"))
+            .unwrap();
     let env = dropin_env(&dropin);
     assert!(
         env.contains(&("HTTPS_PROXY".to_owned(), format!("http://{proxy}"))),
@@ -272,7 +278,7 @@ fn docker_inside() {
         sock,
     };
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !(docker(&d, &["version"]).code == Some(0)) {
+    while docker(&d, &["version"]).code != Some(0) {
         assert!(
             Instant::now() < deadline,
             "dockerd did not come up: {}",
@@ -445,7 +451,10 @@ fn the_docker_dropin_passes_systemd_analyze_verify_and_daemon_json_round_trips()
         // A re-run converges: same CA, no duplicate values.
         let ca = fs::read(root.join("var/lib/airlock/proxy-edge/ca.crt")).unwrap();
         install_at(&b, &root, "docker,podman", &listen, &proxy);
-        assert_eq!(fs::read(root.join("var/lib/airlock/proxy-edge/ca.crt")).unwrap(), ca);
+        assert_eq!(
+            fs::read(root.join("var/lib/airlock/proxy-edge/ca.crt")).unwrap(),
+            ca
+        );
         let again: serde_json::Value =
             serde_json::from_str(&fs::read_to_string(root.join("etc/docker/daemon.json")).unwrap())
                 .unwrap();
@@ -455,7 +464,10 @@ fn the_docker_dropin_passes_systemd_analyze_verify_and_daemon_json_round_trips()
     let back: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(root.join("etc/docker/daemon.json")).unwrap())
             .unwrap();
-    assert_eq!(back, serde_json::from_str::<serde_json::Value>(user).unwrap());
+    assert_eq!(
+        back,
+        serde_json::from_str::<serde_json::Value>(user).unwrap()
+    );
     assert!(!root.join("etc/docker/certs.d").exists());
     assert!(!root.join("etc/systemd").exists());
     assert!(!root.join("etc/containers").exists());

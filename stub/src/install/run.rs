@@ -19,14 +19,12 @@ use indicatif::ProgressBar;
 
 use super::host::Host;
 use super::lock::InstallLock;
-use super::runtimes::Runtime;
 use super::mirror::{mirror_files, write_mirror_config, Runtimes, CERTS_DIR, K3S_REGISTRIES};
 use super::persist::{installer_copy_path, persist_installer};
 use super::preflight::{preflight, space_needed, PreflightInput};
 use super::record::{self, PathKind, PathRecord, Record, ServiceRecord, Supervision};
-use super::service::{
-    choose_mode, registry_unit_name, service_is_running, Daemon, ServiceMode,
-};
+use super::runtimes::Runtime;
+use super::service::{choose_mode, registry_unit_name, service_is_running, Daemon, ServiceMode};
 use super::{resolve, STATE_DIR};
 use crate::extract::{extract, ExtractOptions};
 use crate::sys::Statvfs;
@@ -390,9 +388,9 @@ pub fn install(
         None => super::runtimes::detect(root, std::env::var("PATH").ok().as_deref()),
     };
     let docker = chosen.contains(&Runtime::Docker);
-    let proxy_addr = opts.proxy_listen.unwrap_or_else(|| {
-        SocketAddr::new(opts.listen.ip(), opts.listen.port().wrapping_add(1))
-    });
+    let proxy_addr = opts
+        .proxy_listen
+        .unwrap_or_else(|| SocketAddr::new(opts.listen.ip(), opts.listen.port().wrapping_add(1)));
     let proxy = docker.then_some(proxy_addr);
     if docker && !own_registry_running {
         if let Err(e) = host.try_bind(proxy_addr) {
@@ -598,8 +596,8 @@ pub fn install(
         registry: opts.listen,
         proxy: proxy_addr,
     };
-    let runtime_files = super::runtimes::plan(root, name, &chosen, &upstream, addrs)
-        .map_err(super::Error::from)?;
+    let runtime_files =
+        super::runtimes::plan(root, name, &chosen, &upstream, addrs).map_err(super::Error::from)?;
     let ahead: Vec<(&str, PathKind)> = runtime_files
         .iter()
         .map(|(p, _, _)| (p.as_str(), PathKind::File))
@@ -615,7 +613,12 @@ pub fn install(
     record.save(root)?;
     if let Some(text) = &daemon_json {
         // The user's file: merged, never recorded as ours (uninstall takes our values out).
-        super::fsutil::write_atomic(root, super::runtimes::docker::DAEMON_JSON, text.as_bytes(), 0o644)?;
+        super::fsutil::write_atomic(
+            root,
+            super::runtimes::docker::DAEMON_JSON,
+            text.as_bytes(),
+            0o644,
+        )?;
         runtime_changed += 1;
     }
     if !runtime_files.is_empty() {
@@ -705,12 +708,16 @@ pub fn install(
     let mirrors = write_mirror_config(root, opts.listen, hosts.iter().copied(), runtimes)?;
     record.note_paths(mirrors.records.clone());
     record.note_mirror_files(mirrors.files.clone());
-    say.line(format!(
-        "mirror config: {} files (containerd hosts.toml for {}; k3s registries.yaml), {} changed",
-        mirrors.files.len(),
-        mirror_hosts_text(&hosts),
-        mirrors.changed
-    ))?;
+    if runtimes.containerd || runtimes.k3s {
+        say.line(format!(
+            "mirror config: {} files (containerd hosts.toml for {}; k3s registries.yaml), {} changed",
+            mirrors.files.len(),
+            mirror_hosts_text(&hosts),
+            mirrors.changed
+        ))?;
+    } else {
+        say.line("mirror config: none for containerd and k3s (not in --mirror-for)")?;
+    }
 
     record.save(root)?;
 
@@ -759,7 +766,8 @@ pub fn install(
     for line in &engine_summary {
         text.push_str(&format!("\n  {line}"));
     }
-    let restarted = docker && opts.restart_runtimes && mode == ServiceMode::Systemd && !explicit_root;
+    let restarted =
+        docker && opts.restart_runtimes && mode == ServiceMode::Systemd && !explicit_root;
     if restarted {
         super::runtimes::restart_docker(host)?;
     }

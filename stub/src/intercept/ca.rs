@@ -58,15 +58,17 @@ impl std::fmt::Debug for Authority {
 /// The CA's subject and extensions. Deterministic for a name, so a CA loaded from its key
 /// signs leaves that chain to the certificate stored at install time.
 fn ca_params(name: &str) -> Result<CertificateParams> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|source| {
-        CaError::Generate {
+    let mut params =
+        CertificateParams::new(Vec::<String>::new()).map_err(|source| CaError::Generate {
             step: "describe the CA certificate".into(),
             source,
-        }
-    })?;
+        })?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "airlock");
-    dn.push(DnType::CommonName, format!("airlock pull proxy CA for {name}"));
+    dn.push(
+        DnType::CommonName,
+        format!("airlock pull proxy CA for {name}"),
+    );
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![

@@ -146,7 +146,13 @@ fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
 #[tokio::test]
 async fn a_tunnel_to_a_held_host_serves_its_images_over_verified_tls() {
     let addr = start(fast()).await;
-    let head = get_through(addr, "quay.io:443", "quay.io", "/v2/team/tool/manifests/2.0").await;
+    let head = get_through(
+        addr,
+        "quay.io:443",
+        "quay.io",
+        "/v2/team/tool/manifests/2.0",
+    )
+    .await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(
         header(&head, "docker-content-digest"),
@@ -154,7 +160,13 @@ async fn a_tunnel_to_a_held_host_serves_its_images_over_verified_tls() {
     );
     assert_eq!(header(&head, "oci-namespace"), Some("quay.io"));
     // The same repository name under docker.io is not quay.io's.
-    let head = get_through(addr, "quay.io:443", "quay.io", "/v2/library/app/manifests/1").await;
+    let head = get_through(
+        addr,
+        "quay.io:443",
+        "quay.io",
+        "/v2/library/app/manifests/1",
+    )
+    .await;
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
 }
 
@@ -252,7 +264,9 @@ async fn garbage_instead_of_tls_is_closed_and_others_are_still_served() {
     assert!(read.is_ok(), "the tunnel was not closed");
     // Garbage on the proxy port itself (no HTTP at all) is closed too.
     let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"\x16\x03\x01\x00\x05hello\r\n\r\n").await.unwrap();
+    s.write_all(b"\x16\x03\x01\x00\x05hello\r\n\r\n")
+        .await
+        .unwrap();
     let read = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut rest)).await;
     assert!(read.is_ok(), "the connection was not closed");
     still_serves(addr).await;
@@ -265,7 +279,10 @@ async fn a_handshake_that_never_finishes_is_closed_after_the_timeout() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     // A second client that starts a ClientHello and stalls.
     let (mut stalled, _) = connect(addr, "quay.io:443").await;
-    stalled.write_all(b"\x16\x03\x01\x02\x00\x01").await.unwrap();
+    stalled
+        .write_all(b"\x16\x03\x01\x02\x00\x01")
+        .await
+        .unwrap();
     let start = Instant::now();
     still_serves(addr).await;
     for s in [&mut silent, &mut stalled] {
@@ -304,7 +321,10 @@ fn the_namespace_replaces_any_ns_the_client_sent() {
     assert_eq!(out.uri(), "/v2/team/tool/tags/list?ns=quay.io&n=2&last=a");
     assert_eq!(out.headers()["range"], "bytes=0-1");
     let plain = Request::builder().uri("/v2/").body(()).unwrap();
-    assert_eq!(with_namespace(&plain, "docker.io").uri(), "/v2/?ns=docker.io");
+    assert_eq!(
+        with_namespace(&plain, "docker.io").uri(),
+        "/v2/?ns=docker.io"
+    );
 }
 
 #[test]

@@ -92,10 +92,11 @@ fn array_at<'m>(
         .entry(key.to_owned())
         .or_insert_with(|| Value::Array(Vec::new()));
     let kind = kind_of(v);
-    v.as_array_mut().ok_or_else(|| RuntimeError::DaemonJsonShape {
-        path: shown.to_owned(),
-        what: format!("\"{key}\" is {kind}, not an array"),
-    })
+    v.as_array_mut()
+        .ok_or_else(|| RuntimeError::DaemonJsonShape {
+            path: shown.to_owned(),
+            what: format!("\"{key}\" is {kind}, not an array"),
+        })
 }
 
 fn to_text(map: Map<String, Value>) -> String {
@@ -257,7 +258,9 @@ mod tests {
     fn daemon_json_merge_keeps_unrelated_keys_and_round_trips() {
         let user = r#"{"log-driver": "journald", "registry-mirrors": ["https://m.example"],
             "features": {"buildkit": true}, "live-restore": true}"#;
-        let merged = merge_daemon_json(FILE, Some(user), &ours()).unwrap().unwrap();
+        let merged = merge_daemon_json(FILE, Some(user), &ours())
+            .unwrap()
+            .unwrap();
         let v: Value = serde_json::from_str(&merged).unwrap();
         assert_eq!(v["log-driver"], "journald");
         assert_eq!(v["features"]["buildkit"], true);
@@ -266,9 +269,15 @@ mod tests {
             v["registry-mirrors"],
             serde_json::json!(["https://m.example", "http://127.0.0.1:5000"])
         );
-        assert_eq!(v["insecure-registries"], serde_json::json!(["127.0.0.1:5000"]));
+        assert_eq!(
+            v["insecure-registries"],
+            serde_json::json!(["127.0.0.1:5000"])
+        );
         // Re-run: nothing to write, no duplicates.
-        assert_eq!(merge_daemon_json(FILE, Some(&merged), &ours()).unwrap(), None);
+        assert_eq!(
+            merge_daemon_json(FILE, Some(&merged), &ours()).unwrap(),
+            None
+        );
         // Uninstall: the user's file comes back, value for value.
         let Unmerged::Write(back) = unmerge_daemon_json(FILE, &merged, &ours()).unwrap() else {
             panic!("expected a rewrite")
@@ -289,13 +298,15 @@ mod tests {
             Unmerged::Remove
         );
         // An empty file counts as `{}`.
-        assert!(merge_daemon_json(FILE, Some("  \n"), &ours()).unwrap().is_some());
+        assert!(merge_daemon_json(FILE, Some("  \n"), &ours())
+            .unwrap()
+            .is_some());
     }
 
     #[test]
     fn invalid_daemon_json_names_the_file_line_and_column() {
-        let err = merge_daemon_json(FILE, Some("{\n  \"debug\": true,\n  oops\n}"), &ours())
-            .unwrap_err();
+        let err =
+            merge_daemon_json(FILE, Some("{\n  \"debug\": true,\n  oops\n}"), &ours()).unwrap_err();
         match &err {
             RuntimeError::DaemonJsonInvalid { line, column, .. } => {
                 assert_eq!((*line, *column), (3, 3));
@@ -308,14 +319,15 @@ mod tests {
         assert!(err.to_string().contains("not an object"), "{err}");
         let err =
             merge_daemon_json(FILE, Some(r#"{"registry-mirrors": "x"}"#), &ours()).unwrap_err();
-        assert!(err.to_string().contains("\"registry-mirrors\" is a string"), "{err}");
+        assert!(
+            err.to_string().contains("\"registry-mirrors\" is a string"),
+            "{err}"
+        );
     }
 
     #[test]
     fn certs_d_holds_the_ca_and_hosts_toml_per_host_and_a_catch_all() {
-        let hosts: BTreeSet<String> = ["quay.io", "registry.local:5000"]
-            .map(String::from)
-            .into();
+        let hosts: BTreeSet<String> = ["quay.io", "registry.local:5000"].map(String::from).into();
         let files = certs_d_files(&hosts, "PEM", "127.0.0.1:5000".parse().unwrap());
         let paths: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(

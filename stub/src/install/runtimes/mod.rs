@@ -16,8 +16,8 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use crate::intercept::{leaf_paths, Authority, CaError, CertPem};
 use crate::install::{resolve, STATE_DIR};
+use crate::intercept::{leaf_paths, Authority, CaError, CertPem};
 
 /// What can go wrong while planning or writing runtime config.
 #[derive(Debug, thiserror::Error)]
@@ -377,7 +377,8 @@ pub fn summary_lines(
     }
     if runtimes.contains(&Runtime::Podman) {
         lines.push(format!(
-            "podman/CRI-O: {} (read at every pull: nothing to restart for podman;              `systemctl reload crio` for CRI-O)",
+            "podman/CRI-O: {} (read at every pull: nothing to restart for podman; \
+             `systemctl reload crio` for CRI-O)",
             shown(&podman::dropin_path(name))
         ));
     }
@@ -394,12 +395,16 @@ pub fn uninstall_docker(root: &Path, name: &str) -> crate::install::Result<Optio
     let what = match unmerge_docker(root, name)? {
         docker::Unmerged::Unchanged => "daemon.json held none of our values",
         docker::Unmerged::Write(text) => {
-            crate::install::fsutil::write_atomic(root, docker::DAEMON_JSON, text.as_bytes(), 0o644)?;
+            crate::install::fsutil::write_atomic(
+                root,
+                docker::DAEMON_JSON,
+                text.as_bytes(),
+                0o644,
+            )?;
             "took our values out of daemon.json"
         }
         docker::Unmerged::Remove => {
-            fs::remove_file(&real)
-                .map_err(crate::install::Error::fs("remove", &real))?;
+            fs::remove_file(&real).map_err(crate::install::Error::fs("remove", &real))?;
             "removed daemon.json (it held only our values)"
         }
     };
