@@ -87,6 +87,17 @@ pub struct InstallArgs {
     /// Run the preflight checks, print the plan and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Runtimes to write mirror config for, comma-separated: containerd, k3s, docker,
+    /// podman (also CRI-O). Default: containerd, k3s, and docker/podman when their config
+    /// folder or program is on this host.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub mirror_for: Option<Vec<crate::install::runtimes::Runtime>>,
+    /// Address of the pull proxy Docker uses as HTTPS_PROXY (default: the registry's port + 1).
+    #[arg(long, value_name = "ADDR")]
+    pub proxy_listen: Option<SocketAddr>,
+    /// Restart Docker (systemd) so it reads the new drop-in now.
+    #[arg(long)]
+    pub restart_runtimes: bool,
 }
 
 /// Arguments of `uninstall`.
@@ -120,6 +131,15 @@ pub struct ServeArgs {
     /// it on a clean exit: the daemon records itself even if whoever started it is killed.
     #[arg(long, value_name = "PATH")]
     pub pid_file: Option<std::path::PathBuf>,
+    /// Also serve the TLS-intercepting pull proxy on ADDR (Docker's `HTTPS_PROXY`): `CONNECT`
+    /// to an upstream host of the captured images is answered with that host's certificate
+    /// from `--intercept-dir` and served from this registry; every other `CONNECT` is
+    /// refused at once.
+    #[arg(long, value_name = "ADDR", requires = "intercept_dir")]
+    pub intercept: Option<SocketAddr>,
+    /// The proxy's folder (`install` writes it): `hosts/<host>.crt` and `.key` per host.
+    #[arg(long, value_name = "DIR", requires = "intercept")]
+    pub intercept_dir: Option<std::path::PathBuf>,
 }
 
 /// Arguments of `info`.

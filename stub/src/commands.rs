@@ -10,6 +10,7 @@ use crate::cli::{Cli, Command, InstallArgs, RegistryCommand, ServeArgs};
 use crate::extract::{extract, ExtractOptions};
 use crate::info::{write_summary, InfoReport};
 use crate::install::{self, host::RealHost, run::InstallOptions};
+use crate::intercept::{serve_proxy, Interceptor, ProxyOptions};
 use crate::progress::bytes_bar;
 use crate::registry::{serve, shutdown_signal, Registry, Release, ServeOptions};
 use crate::selfexe::InstallerFile;
@@ -140,6 +141,9 @@ fn install(
         ready_timeout: install::readiness::READY_TIMEOUT,
         bar: &bar,
         release: release.0,
+        mirror_for: args.mirror_for.clone(),
+        proxy_listen: args.proxy_listen,
+        restart_runtimes: args.restart_runtimes,
     };
     install::run::install(installer, &opts, &RealHost, out)
 }
@@ -161,10 +165,23 @@ pub fn serve_registry(
             source,
         })?;
     runtime.block_on(async {
-        let shutdown = shutdown_signal().map_err(|source| Error::Serve {
+        let signal = shutdown_signal().map_err(|source| Error::Serve {
             step: "install the SIGTERM and SIGINT handlers",
             source,
         })?;
+        // One signal stops both listeners.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            signal.await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let interceptor = match &args.intercept_dir {
+            Some(dir) => Some(Arc::new(Interceptor::load_dir(dir)?)),
+            None => None,
+        };
         let listen_error = |source| Error::Listen {
             addr: args.listen,
             source,
@@ -188,7 +205,41 @@ pub fn serve_registry(
         .and_then(|()| out.flush())
         .map_err(Error::Output)?;
         tracing::info!(%addr, images = n, "registry listening");
-        serve(listener, registry, ServeOptions::default(), shutdown).await;
+        let proxy = match (args.intercept, interceptor) {
+            (Some(proxy_addr), Some(interceptor)) => {
+                let proxy_error = |source| Error::Listen {
+                    addr: proxy_addr,
+                    source,
+                };
+                let proxy_listener = tokio::net::TcpListener::bind(proxy_addr)
+                    .await
+                    .map_err(proxy_error)?;
+                let bound = proxy_listener.local_addr().map_err(proxy_error)?;
+                let hosts: Vec<&str> = interceptor.hosts().collect();
+                writeln!(out, "pull proxy for {} on http://{bound}", hosts.join(", "))
+                    .and_then(|()| out.flush())
+                    .map_err(Error::Output)?;
+                tracing::info!(%bound, hosts = %hosts.join(","), "pull proxy listening");
+                Some(tokio::spawn(serve_proxy(
+                    proxy_listener,
+                    registry.clone(),
+                    interceptor,
+                    ProxyOptions::default(),
+                    stopped(stop_rx.clone()),
+                )))
+            }
+            _ => None,
+        };
+        serve(
+            listener,
+            registry,
+            ServeOptions::default(),
+            stopped(stop_rx),
+        )
+        .await;
+        if let Some(p) = proxy {
+            let _ = p.await;
+        }
         tracing::info!("registry stopped");
         if let Some(pid_file) = &args.pid_file {
             remove_own_pid_file(pid_file);

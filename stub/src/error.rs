@@ -121,6 +121,9 @@ pub enum Error {
     /// An install or uninstall step failed.
     #[error(transparent)]
     Install(#[from] crate::install::Error),
+    /// The pull proxy's certificates could not be loaded (`registry serve --intercept`).
+    #[error("failed to start the pull proxy")]
+    Intercept(#[from] crate::intercept::InterceptError),
     /// The registry service did not answer in time after it was started.
     #[error("the registry did not answer on http://{addr}/v2/ within {} s ({detail}); see {log}", .waited.as_secs())]
     RegistryNotReady {

@@ -53,6 +53,7 @@ mod error;
 pub mod extract;
 pub mod info;
 pub mod install;
+pub mod intercept;
 pub mod list;
 pub mod progress;
 pub mod registry;

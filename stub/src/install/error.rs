@@ -101,6 +101,9 @@ pub enum Error {
         /// What failed and where to look.
         what: String,
     },
+    /// Docker or podman config could not be planned (a broken `daemon.json`, the CA).
+    #[error(transparent)]
+    Runtime(#[from] super::runtimes::RuntimeError),
     /// Uninstall could not undo everything; the record is kept so it can be re-run.
     #[error("uninstall left {} item(s) behind, the install record is kept for a re-run:{}", .0.len(), .0.iter().map(|p| format!("\n  - {p}")).collect::<String>())]
     Uninstall(Vec<String>),

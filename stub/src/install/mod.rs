@@ -12,8 +12,10 @@
 //!    every problem at once, before anything changes.
 //! 4. (files from the payload: [`crate::extract`].)
 //! 5. [`persist::persist_installer`]: the installer copy the registry runs from.
-//! 6. [`service::start_registry`]: a systemd unit, or a [`service::Daemon`] with a pid file;
-//!    then [`readiness::wait_ready`] until it answers.
+//! 6. [`runtimes::plan`]: Docker (`daemon.json` merged, `certs.d`, the pull proxy's drop-in)
+//!    and podman/CRI-O (`registries.conf.d`) config; then [`service::start_service`] of the
+//!    registry (with the pull proxy as a second listen address when Docker is configured): a
+//!    systemd unit, or a [`service::Daemon`] with a pid file; then [`readiness::wait_ready`].
 //! 7. [`mirror::write_mirror_config`]: containerd `hosts.toml` per upstream host and
 //!    `_default`; k3s `registries.yaml`.
 //! 8. [`engine::driver`]: [`containerd`] (config, service, readiness, image pulls) or
@@ -33,7 +35,7 @@
 //! | layer | modules |
 //! |---|---|
 //! | leaves | [`error`] (and this module's constants), [`host`], [`fsutil`], [`readiness`] |
-//! | steps | [`lock`], [`persist`], [`service`], [`mirror`], [`preflight`] |
+//! | steps | [`mirror`], then [`runtimes`] (Docker and podman config; the pull proxy's files), then [`lock`], [`persist`], [`service`], [`preflight`] |
 //! | record | [`record`]: gathers the `PathRecord`s and `ServiceRecord`s the steps produce |
 //! | on the record | [`undo`], [`hooks`], [`containerd`], [`k3s`], then [`engine`] |
 //! | commands | [`report`], then [`run`] |
@@ -53,6 +55,7 @@ pub mod readiness;
 pub mod record;
 pub mod report;
 pub mod run;
+pub mod runtimes;
 pub mod service;
 pub mod undo;
 

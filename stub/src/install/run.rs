@@ -32,10 +32,11 @@ use super::persist::{installer_copy_path, persist_installer, Persisted};
 use super::preflight::{preflight, space_needed, PreflightInput, Problem};
 use super::readiness::{poll_addr, wait_ready};
 use super::record::Record;
+use super::runtimes::{self, Runtime};
 use super::report::{hook_plan_lines, mirror_hosts_text, shown, Plan, Say, Summary};
 use super::service::{
-    choose_mode, registry_service, registry_unit_name, service_is_running, start_registry, Daemon,
-    ServiceMode, StartedService, Supervision, STOP_TIMEOUT, UNIT_DIR,
+    choose_mode, registry_service_with_proxy, registry_unit_name, service_is_running,
+    start_service, Daemon, ServiceMode, StartedService, Supervision, STOP_TIMEOUT, UNIT_DIR,
 };
 use super::undo::undo;
 use super::{validate_name, validate_version, STATE_DIR};
@@ -66,6 +67,13 @@ pub struct InstallOptions<'a> {
     pub bar: &'a ProgressBar,
     /// Called with each frame's stored bytes once decoded (see `ExtractOptions::release`).
     pub release: &'a (dyn Fn(&[u8]) + Sync),
+    /// `--mirror-for`: the runtimes to configure; `None` detects them ([`runtimes::detect`])
+    /// and adds containerd and k3s.
+    pub mirror_for: Option<Vec<Runtime>>,
+    /// `--proxy-listen`: the pull proxy's address (Docker); `None` is the registry's port + 1.
+    pub proxy_listen: Option<SocketAddr>,
+    /// `--restart-runtimes`: restart Docker so it reads the proxy drop-in.
+    pub restart_runtimes: bool,
 }
 
 /// Runs `install` (see the module docs) with the installer `installer` whose file is
@@ -85,6 +93,7 @@ pub fn install(
     run.hook(HookStage::PreInstall)?;
     run.files()?;
     let copy = run.persist()?;
+    run.runtime_config()?;
     let registry = run.registry_service(&copy)?;
     run.readiness(&registry)?;
     let mirrors = run.mirror_config()?;
@@ -137,6 +146,12 @@ struct Install<'a, 'o> {
     hook_env: Vec<(String, String)>,
     /// Payload entries whose path existed at preflight.
     existing: usize,
+    /// The runtimes that get mirror config (`--mirror-for`, else detected).
+    chosen: std::collections::BTreeSet<Runtime>,
+    /// The pull proxy's address (used when Docker is among [`Install::chosen`]).
+    proxy_addr: SocketAddr,
+    /// Docker's `daemon.json` with our values merged in, once preflight read it.
+    daemon_json: Option<String>,
 }
 
 impl<'a, 'o> Install<'a, 'o> {
@@ -176,6 +191,13 @@ impl<'a, 'o> Install<'a, 'o> {
             human_bytes(report.bytes)
         ))?;
         let mode = choose_mode(&root, host);
+        let chosen = match &opts.mirror_for {
+            Some(list) => list.iter().copied().collect(),
+            None => runtimes::detect(&root, std::env::var("PATH").ok().as_deref()),
+        };
+        let proxy_addr = opts.proxy_listen.unwrap_or_else(|| {
+            SocketAddr::new(opts.listen.ip(), opts.listen.port().wrapping_add(1))
+        });
         Ok(Install {
             installer,
             payload,
@@ -192,7 +214,20 @@ impl<'a, 'o> Install<'a, 'o> {
             fresh: true,
             hook_env: Vec::new(),
             existing: 0,
+            chosen,
+            proxy_addr,
+            daemon_json: None,
         })
+    }
+
+    /// True when Docker gets config (and the registry serves the pull proxy).
+    fn docker(&self) -> bool {
+        self.chosen.contains(&Runtime::Docker)
+    }
+
+    /// The pull proxy's address when Docker gets config.
+    fn proxy(&self) -> Option<SocketAddr> {
+        self.docker().then_some(self.proxy_addr)
     }
 
     /// Step 1, lock: one install or uninstall at a time (a dry run changes nothing, so it takes
@@ -263,7 +298,7 @@ impl<'a, 'o> Install<'a, 'o> {
             s.name == "registry"
                 && s.listen.as_deref() == Some(opts.listen.to_string().as_str())
                 && service_is_running(root, s, host)
-        }) || Daemon::registry(root, name, version, opts.listen)
+        }) || Daemon::registry_with_proxy(root, name, version, opts.listen, self.proxy())
             // A daemon of ours recorded only in its pid file (an install killed before the
             // record named the service) holds the port too; this run adopts it.
             .is_running(root, host)
@@ -298,6 +333,26 @@ impl<'a, 'o> Install<'a, 'o> {
                 .into_iter()
                 .map(Problem::Engine),
         );
+        if self.docker() && !own_registry_running {
+            if let Err(e) = host.try_bind(self.proxy_addr) {
+                report.problems.push(Problem::PortBusy {
+                    addr: self.proxy_addr,
+                    cause: e.to_string(),
+                });
+            }
+        }
+        // A daemon.json that is not JSON stops the install before anything changes.
+        if self.docker() {
+            match runtimes::merge_docker(root, opts.listen) {
+                Ok(text) => self.daemon_json = text,
+                Err(e) => {
+                    if self.fresh {
+                        release_fresh_lock(root, self.lock.take(), &self.record);
+                    }
+                    return Err(super::Error::from(e).into());
+                }
+            }
+        }
         let hosts = image_hosts(&self.payload);
         let existing = index
             .entries()
@@ -331,6 +386,12 @@ impl<'a, 'o> Install<'a, 'o> {
         if opts.dry_run || opts.confirm.is_some() {
             let mut extra = vec![engine.plan_line(root, name)];
             extra.extend(hook_plan_lines(&index.install().hooks));
+            extra.extend(runtimes::plan_lines(
+                root,
+                name,
+                &self.chosen,
+                self.proxy_addr,
+            ));
             let plan = Plan {
                 root,
                 name,
@@ -490,6 +551,57 @@ impl<'a, 'o> Install<'a, 'o> {
         Ok(copy)
     }
 
+    /// Step 6a: Docker and podman config, noted in the record before it is written. It
+    /// comes before the registry: the pull proxy loads its leaf certificates at start.
+    fn runtime_config(&mut self) -> Result<()> {
+        let root = self.root.as_path();
+        let hosts = image_hosts(&self.payload);
+        let upstream = super::mirror::upstream_hosts(hosts.iter().copied())?;
+        let addrs = runtimes::Addresses {
+            registry: self.opts.listen,
+            proxy: self.proxy_addr,
+        };
+        let files = runtimes::plan(root, self.name, &self.chosen, &upstream, addrs)
+            .map_err(super::Error::from)?;
+        let ahead: Vec<(&str, PathKind)> = files
+            .iter()
+            .map(|(p, _, _)| (p.as_str(), PathKind::File))
+            .collect();
+        self.record.note_ahead(root, &ahead)?;
+        let mut changed = 0;
+        for (logical, text, file_mode) in &files {
+            let written = super::fsutil::write_atomic(root, logical, text.as_bytes(), *file_mode)?;
+            changed += usize::from(written.changed);
+            self.record.note_paths(written.records);
+        }
+        self.record
+            .note_mirror_files(files.iter().map(|(p, _, _)| p.clone()));
+        self.record.save(root)?;
+        if let Some(text) = &self.daemon_json {
+            // The user's file: merged, never recorded as ours (uninstall takes our values out).
+            super::fsutil::write_atomic(
+                root,
+                runtimes::docker::DAEMON_JSON,
+                text.as_bytes(),
+                0o644,
+            )?;
+            changed += 1;
+        }
+        if files.is_empty() {
+            return Ok(());
+        }
+        self.say.line(format!(
+            "runtime config: {} files for {}, {changed} changed",
+            files.len() + usize::from(self.docker()),
+            self.chosen
+                .iter()
+                .filter(|r| matches!(r, Runtime::Docker | Runtime::Podman))
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+
     /// Step 6: The registry service. A registry of ours that runs another copy or address, or
     /// whose copy was just replaced, is stopped first: it holds the port and serves old
     /// bytes.
@@ -497,7 +609,7 @@ impl<'a, 'o> Install<'a, 'o> {
         let (root, name, version, host) = (self.root.as_path(), self.name, self.version, self.host);
         let listen = self.opts.listen;
         if self.mode == ServiceMode::Daemon {
-            let wanted = Daemon::registry(root, name, version, listen);
+            let wanted = Daemon::registry_with_proxy(root, name, version, listen, self.proxy());
             for s in &self.record.services {
                 if let (true, Supervision::Daemon(d)) = (s.name == "registry", &s.supervision) {
                     if (*d != wanted || copy.copied) && d.is_running(root, host)?.is_some() {
@@ -510,13 +622,14 @@ impl<'a, 'o> Install<'a, 'o> {
                 }
             }
         }
-        let service_files = registry_service(root, name, version, listen)?.files();
+        let def = registry_service_with_proxy(root, name, version, listen, self.proxy())?;
+        let service_files = def.files();
         let ahead: Vec<(&str, PathKind)> = service_files
             .iter()
             .map(|f| (f.as_str(), PathKind::File))
             .collect();
         self.record.note_ahead(root, &ahead)?;
-        let service = start_registry(root, name, version, listen, self.mode, host)?;
+        let service = start_service(root, &def, self.mode, host)?;
         if self.mode == ServiceMode::Systemd && copy.copied && !service.started {
             // Same unit text, new file under it: the running registry maps the old one.
             let unit = registry_unit_name(name);
@@ -578,9 +691,10 @@ impl<'a, 'o> Install<'a, 'o> {
         let root = self.root.as_path();
         let listen = self.opts.listen;
         let hosts = image_hosts(&self.payload);
+        let all = self.opts.mirror_for.is_none();
         let runtimes = Runtimes {
-            containerd: true,
-            k3s: true,
+            containerd: all || self.chosen.contains(&Runtime::Containerd),
+            k3s: all || self.chosen.contains(&Runtime::K3s),
         };
         let planned = mirror_files(listen, hosts.iter().copied(), runtimes)?;
         let ahead: Vec<(&str, PathKind)> = planned
@@ -591,12 +705,25 @@ impl<'a, 'o> Install<'a, 'o> {
         let mirrors = write_mirror_config(root, listen, hosts.iter().copied(), runtimes)?;
         self.record.note_paths(mirrors.records.clone());
         self.record.note_mirror_files(mirrors.files.clone());
-        self.say.line(format!(
-            "mirror config: {} files (containerd hosts.toml for {}; k3s registries.yaml), {} changed",
-            mirrors.files.len(),
-            mirror_hosts_text(&hosts),
-            mirrors.changed
-        ))?;
+        if runtimes.containerd || runtimes.k3s {
+            self.say.line(format!(
+                "mirror config: {} files ({}), {} changed",
+                mirrors.files.len(),
+                match (runtimes.containerd, runtimes.k3s) {
+                    (true, true) => format!(
+                        "containerd hosts.toml for {}; k3s registries.yaml",
+                        mirror_hosts_text(&hosts)
+                    ),
+                    (true, false) =>
+                        format!("containerd hosts.toml for {}", mirror_hosts_text(&hosts)),
+                    _ => "k3s registries.yaml".to_owned(),
+                },
+                mirrors.changed
+            ))?;
+        } else {
+            self.say
+                .line("mirror config: none for containerd and k3s (not in --mirror-for)")?;
+        }
         self.record.save(root)?;
         Ok(mirrors)
     }
@@ -633,6 +760,26 @@ impl<'a, 'o> Install<'a, 'o> {
             shown(root, &Record::logical_path(self.name))
         ))?;
         drop(self.lock.take());
+        let restarted = self.docker()
+            && self.opts.restart_runtimes
+            && self.mode == ServiceMode::Systemd
+            && !self.explicit_root;
+        if restarted {
+            runtimes::restart_docker(self.host)?;
+        }
+        let addrs = runtimes::Addresses {
+            registry: self.opts.listen,
+            proxy: self.proxy_addr,
+        };
+        let mut engine = engine.to_vec();
+        engine.extend(runtimes::summary_lines(
+            root,
+            self.name,
+            &self.chosen,
+            addrs,
+            restarted,
+        ));
+        let engine = engine.as_slice();
         let index = self.payload.index();
         let summary = Summary {
             root,
@@ -795,6 +942,7 @@ pub fn uninstall(
         record.services.len()
     ))?;
     remove_stale_temps(root, Some(&record));
+    let docker_note = runtimes::uninstall_docker(root, name)?;
     let summary = undo(root, &record, host)?;
     drop(lock);
     say.line(format!(
@@ -814,6 +962,9 @@ pub fn uninstall(
             "kept (they existed before the install, or hold other files): {}",
             summary.kept.join(", ")
         ))?;
+    }
+    if let Some(note) = docker_note {
+        say.line(note)?;
     }
     say.line(format!("uninstalled {name} from {}", root.display()))
 }

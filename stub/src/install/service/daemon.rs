@@ -89,6 +89,20 @@ impl Daemon {
         Daemon::new(&daemon_name, exec, args)
     }
 
+    /// [`Daemon::registry`] that also serves the pull proxy on `proxy` (see
+    /// [`super::intercept_args`]).
+    pub fn registry_with_proxy(
+        root: &Path,
+        name: &str,
+        version: &str,
+        listen: SocketAddr,
+        proxy: Option<SocketAddr>,
+    ) -> Daemon {
+        let mut d = Daemon::registry(root, name, version, listen);
+        d.args.extend(super::intercept_args(root, name, proxy));
+        d
+    }
+
     /// The command line `/proc/<pid>/cmdline` shows for this daemon.
     fn cmdline(&self) -> Vec<u8> {
         use std::os::unix::ffi::OsStrExt;

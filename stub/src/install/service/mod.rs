@@ -192,6 +192,39 @@ pub fn registry_service(
     })
 }
 
+/// `--intercept ADDR --intercept-dir DIR` for the pull proxy of installer `name` on
+/// `proxy` (nothing for `None`).
+pub fn intercept_args(root: &Path, name: &str, proxy: Option<SocketAddr>) -> Vec<String> {
+    match proxy {
+        Some(addr) => vec![
+            "--intercept".into(),
+            addr.to_string(),
+            "--intercept-dir".into(),
+            resolve(root, &super::runtimes::proxy_dir(name))
+                .to_string_lossy()
+                .into_owned(),
+        ],
+        None => Vec::new(),
+    }
+}
+
+/// [`registry_service`] that also serves the pull proxy on `proxy`: one service, one more
+/// listen address.
+pub fn registry_service_with_proxy(
+    root: &Path,
+    name: &str,
+    version: &str,
+    listen: SocketAddr,
+    proxy: Option<SocketAddr>,
+) -> Result<ServiceDef> {
+    let mut def = registry_service(root, name, version, listen)?;
+    let exec = resolve(root, &installer_copy_path(name, version));
+    let extra = intercept_args(root, name, proxy);
+    def.unit_text = unit::registry_unit_text_with(name, version, &exec, listen, &extra);
+    def.daemon = Daemon::registry_with_proxy(root, name, version, listen, proxy);
+    Ok(def)
+}
+
 /// Writes the registry unit and starts the registry ([`registry_service`],
 /// [`start_service`]).
 pub fn start_registry(

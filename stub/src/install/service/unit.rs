@@ -78,6 +78,17 @@ pub fn unit_text(name: &str, version: &str, spec: &UnitSpec<'_>) -> String {
 /// (it serves on loopback from a local file), so it waits only for local filesystems, and
 /// orders itself before the runtimes that pull through it.
 pub fn registry_unit_text(name: &str, version: &str, exec: &Path, listen: SocketAddr) -> String {
+    registry_unit_text_with(name, version, exec, listen, &[])
+}
+
+/// [`registry_unit_text`] with `extra` words after `--listen ADDR` (the pull proxy's).
+pub fn registry_unit_text_with(
+    name: &str,
+    version: &str,
+    exec: &Path,
+    listen: SocketAddr,
+    extra: &[String],
+) -> String {
     unit_text(
         name,
         version,
@@ -91,7 +102,10 @@ pub fn registry_unit_text(name: &str, version: &str, exec: &Path, listen: Socket
                 "serve".into(),
                 "--listen".into(),
                 listen.to_string(),
-            ],
+            ]
+            .into_iter()
+            .chain(extra.iter().cloned())
+            .collect(),
             env: &[],
             after: "local-fs.target",
             before: "containerd.service k3s.service",
