@@ -16,7 +16,8 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use crate::install::{resolve, STATE_DIR};
+use crate::install::fsutil::resolve;
+use crate::install::STATE_DIR;
 use crate::intercept::{leaf_paths, Authority, CaError, CertPem};
 
 /// What can go wrong while planning or writing runtime config.
