@@ -3,7 +3,8 @@
 # pull proxy (`CONNECT example.hub:443`, TLS with the leaf the install wrote, then the
 # installer's registry with `ns=example.hub`), (b) from the same registry over plain HTTP,
 # (c) from Debian's docker-registry (distribution 2.8) filled with the same image by skopeo.
-# All in one run; the target is proxy / plain <= 1.5 (ratio of medians).
+# All in one run; the target is proxy / plain <= 1.5 (ratio of median wall times). Also
+# reports the CPU time of curl and of the server per GET (median), to show where TLS costs.
 #
 # The proxy and its CA come from a real `install --root R --mirror-for docker` (the CA and
 # leaf files of `proxy_files`, the registry daemon started with `--intercept`), undone with
@@ -50,7 +51,7 @@ cleanup() {
         "$R/var/lib/airlock/$NAME-1.run" uninstall -q --root "$R" >/dev/null 2>&1 \
             || log "uninstall --root $R failed; see $R/var/lib/airlock/"
     fi
-    rm -f "$WORK/blob.out"
+    rm -f "$WORK/blob.out" "$WORK/wall.txt"
 }
 trap cleanup EXIT
 
@@ -91,29 +92,39 @@ http: {addr: 127.0.0.1:$DIST_PORT}
 EOF
 docker-registry serve dist/config.yml > dist/log.txt 2>&1 &
 PIDS+=($!)
+DIST_PID=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$DIST_PORT/v2/" >/dev/null && break; sleep 0.1; done
 skopeo copy -q --dest-tls-verify=false oci:layout:big "docker://127.0.0.1:$DIST_PORT/bench/big:1"
 
 # ---------------------------------------------------------------- blob GETs
 ACCEPT='Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json'
+AIR_PID=$(cat "$R/var/lib/airlock/$NAME-registry.pid")
+declare -A SERVER=([proxy]=$AIR_PID [plain]=$AIR_PID [distribution]=$DIST_PID)
 PROXY_ARGS=(--proxy "http://127.0.0.1:$PROXY_PORT" --cacert "$CA")
 declare -A URL=(
     [proxy]="https://$HOST/v2/bench/big/blobs/$BIG_DIGEST"
     [plain]="http://127.0.0.1:$AIR_PORT/v2/bench/big/blobs/$BIG_DIGEST?ns=$HOST"
     [distribution]="http://127.0.0.1:$DIST_PORT/v2/bench/big/blobs/$BIG_DIGEST"
 )
-blob_get() { # WHO OUT -> seconds
-    local extra=()
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime of PID
+TICK=$(getconf CLK_TCK)
+blob_get() { # WHO OUT -> "wall_s curl_cpu_s server_cpu_s"
+    local extra=() pid=${SERVER[$1]} t0 t1 out cpu
     [[ $1 == proxy ]] && extra=("${PROXY_ARGS[@]}")
-    curl -sSf "${extra[@]}" -o "$2" -H "$ACCEPT" -w '%{time_total}' "${URL[$1]}" \
-        || die "GET of the blob from $1 failed (${URL[$1]})"
+    t0=$(cpu_ticks "$pid")
+    { cpu=$( { TIMEFORMAT='%3U %3S'; time curl -sSf "${extra[@]}" -o "$2" -H "$ACCEPT" -w '%{time_total}' "${URL[$1]}" > "$WORK/wall.txt"; } 2>&1 ); } \
+        || die "GET of the blob from $1 failed (${URL[$1]}): $cpu"
+    t1=$(cpu_ticks "$pid")
+    read -r u s <<< "$cpu"
+    out="$(cat "$WORK/wall.txt") $(calc "round($u + $s, 3)") $(calc "round(($t1 - $t0) / $TICK, 2)")"
+    echo "$out"
 }
 WHO=(proxy plain distribution)
-declare -A T=()
+declare -A T=() C=() SV=()
 # The first GET of each (warms the page cache and the connection set-up) goes to a file
 # whose sha256 must be the digest; the timed ones go to /dev/null.
 for who in "${WHO[@]}"; do
-    blob_get "$who" blob.out >/dev/null
+    blob_get "$who" "$WORK/blob.out" >/dev/null
     got=sha256:$(sha256sum blob.out | cut -d' ' -f1)
     [[ $got == "$BIG_DIGEST" ]] || die "$who served $got, not $BIG_DIGEST"
     [[ $(stat -c %s blob.out) == "$BIG_SIZE" ]] || die "$who served $(stat -c %s blob.out) bytes, not $BIG_SIZE"
@@ -122,14 +133,17 @@ done
 rm -f blob.out
 # Interleaved rounds, so a burst of load from other processes hits every server alike.
 for ((i = 0; i < RUNS; i++)); do
-    for who in "${WHO[@]}"; do T[$who]+="$(blob_get "$who" /dev/null) "; done
+    for who in "${WHO[@]}"; do
+        read -r w c sv <<< "$(blob_get "$who" /dev/null)"
+        T[$who]+="$w "; C[$who]+="$c "; SV[$who]+="$sv "
+    done
 done
 
 # ---------------------------------------------------------------- report
 declare -A S=()
 for who in "${WHO[@]}"; do
-    # shellcheck disable=SC2086 # the list of times is meant to split
-    S[$who]=$(median ${T[$who]})
+    # shellcheck disable=SC2086 # the lists of times are meant to split
+    S[$who]=$(median ${T[$who]}); S[$who.c]=$(median ${C[$who]}); S[$who.sv]=$(median ${SV[$who]})
     log "$who: ${T[$who]}s -> median ${S[$who]} s"
 done
 RATIO=$(calc "round(${S[proxy]} / ${S[plain]}, 2)")
@@ -140,15 +154,15 @@ echo
 echo "- blob: $BIG_SIZE bytes ($BIG_MIB MiB), sha256 checked once per server; median of $RUNS interleaved runs; loopback; curl $(curl --version | head -1 | cut -d' ' -f2)"
 echo "- host: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "| path | median s | MB/s | runs s |"
-echo "|---|---|---|---|"
+echo "| path | median s | MB/s | curl CPU s | server CPU s | runs s |"
+echo "|---|---|---|---|---|---|"
 for who in "${WHO[@]}"; do
     case $who in
         proxy) label="airlock TLS proxy (CONNECT $HOST:443)" ;;
         plain) label="airlock registry, plain HTTP" ;;
         distribution) label="distribution 2.8, plain HTTP" ;;
     esac
-    echo "| $label | ${S[$who]} | $(calc "round($BIG_SIZE / ${S[$who]} / 1e6)") | ${T[$who]% } |"
+    echo "| $label | ${S[$who]} | $(calc "round($BIG_SIZE / ${S[$who]} / 1e6)") | ${S[$who.c]} | ${S[$who.sv]} | ${T[$who]% } |"
 done
 echo
 echo "| target | value | limit | result |"
