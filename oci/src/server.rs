@@ -14,6 +14,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -25,7 +26,7 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
@@ -69,34 +70,14 @@ pub async fn serve<H, F>(
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let (stop_tx, stop_rx) = watch::channel(());
-    let slots = Arc::new(Semaphore::new(opts.max_connections));
-    let mut conns = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        let slot = tokio::select! {
-            () = &mut shutdown => break,
-            s = slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
-        };
-        let (stream, peer) = tokio::select! {
-            () = &mut shutdown => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait instead of spinning.
-                    tracing::warn!("failed to accept a connection: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        while conns.try_join_next().is_some() {}
-        let _ = stream.set_nodelay(true);
+    let limits = AcceptLimits {
+        max_connections: opts.max_connections,
+        grace: opts.grace,
+    };
+    accept_loop(listener, limits, shutdown, move |stream, peer, mut stop| {
         let handler = handler.clone();
-        let mut stop = stop_rx.clone();
         let opts = opts.clone();
-        conns.spawn(async move {
-            let _slot = slot;
+        async move {
             let max_head = opts.max_buf_size;
             let service = service_fn(move |req: Request<Incoming>| {
                 let handler = handler.clone();
@@ -118,6 +99,63 @@ pub async fn serve<H, F>(
             if let Err(e) = result {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
+        }
+    })
+    .await;
+}
+
+/// How many connections [`accept_loop`] serves at once, and how long they get to finish
+/// once shutdown begins.
+#[derive(Debug, Clone, Copy)]
+pub struct AcceptLimits {
+    /// Connections served at once (more wait in the listen backlog).
+    pub max_connections: usize,
+    /// How long connections in flight may take to finish after shutdown begins.
+    pub grace: Duration,
+}
+
+/// The accept loop under every server of ours ([`serve`], and the stub's pull proxy, whose
+/// connections are not plain HTTP): accepts connections on `listener`, at most
+/// [`AcceptLimits::max_connections`] at once, and runs `conn(stream, peer, stop)` for each
+/// on its own task. When `shutdown` completes, the listener closes, `stop` changes (start a
+/// graceful close), connections get [`AcceptLimits::grace`] to finish, and the rest are
+/// aborted.
+pub async fn accept_loop<C, F>(
+    listener: TcpListener,
+    limits: AcceptLimits,
+    shutdown: impl Future<Output = ()>,
+    conn: C,
+) where
+    C: Fn(TcpStream, SocketAddr, watch::Receiver<()>) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let (stop_tx, stop_rx) = watch::channel(());
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut conns = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            () = &mut shutdown => break,
+            s = slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
+        };
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!("failed to accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        while conns.try_join_next().is_some() {}
+        let _ = stream.set_nodelay(true);
+        let task = conn(stream, peer, stop_rx.clone());
+        conns.spawn(async move {
+            let _slot = slot;
+            task.await;
         });
     }
     drop(listener);
@@ -126,15 +164,15 @@ pub async fn serve<H, F>(
         "shutting down: no new connections"
     );
     drop(stop_tx);
-    let drained = tokio::time::timeout(opts.grace, async {
+    let drained = tokio::time::timeout(limits.grace, async {
         while conns.join_next().await.is_some() {}
     })
     .await;
     if drained.is_err() {
         tracing::warn!(
             connections = conns.len(),
-            "requests still running after {:?}; closing them",
-            opts.grace
+            "connections still open after {:?}; closing them",
+            limits.grace
         );
         conns.shutdown().await;
     }

@@ -12,7 +12,7 @@
 //!    every problem at once, before anything changes.
 //! 4. (files from the payload: [`crate::extract`].)
 //! 5. [`persist::persist_installer`]: the installer copy the registry runs from.
-//! 6. [`runtimes::plan`]: Docker (`daemon.json` merged, `certs.d`, the pull proxy's drop-in)
+//! 6. Runtime config, [`runtimes::plan`]: Docker (`daemon.json` merged, `certs.d`, the pull proxy's drop-in)
 //!    and podman/CRI-O (`registries.conf.d`) config; then [`service::start_service`] of the
 //!    registry (with the pull proxy as a second listen address when Docker is configured): a
 //!    systemd unit, or a [`service::Daemon`] with a pid file; then [`readiness::wait_ready`].
@@ -35,7 +35,8 @@
 //! | layer | modules |
 //! |---|---|
 //! | leaves | [`error`] (and this module's constants), [`host`], [`fsutil`], [`readiness`] |
-//! | steps | [`mirror`], then [`runtimes`] (Docker and podman config; the pull proxy's files), then [`lock`], [`persist`], [`service`], [`preflight`] |
+//! | steps | [`lock`], [`persist`], [`service`], [`mirror`], [`preflight`] |
+//! | runtimes | [`runtimes`]: Docker and podman config, the pull proxy's files (on [`mirror`], [`service`]) |
 //! | record | [`record`]: gathers the `PathRecord`s and `ServiceRecord`s the steps produce |
 //! | on the record | [`undo`], [`hooks`], [`containerd`], [`k3s`], then [`engine`] |
 //! | commands | [`report`], then [`run`] |
@@ -64,6 +65,13 @@ pub use error::{Error, Result};
 /// The installer's state folder, inside the root: record, lock, installer copy, pid files
 /// and logs.
 pub const STATE_DIR: &str = "/var/lib/airlock";
+
+/// The pull proxy's folder for installer `name`, inside the root: CA, leaves, and the
+/// `daemon.json` values the install added (written by [`runtimes`], read by the registry
+/// service's command line in [`service`]).
+pub fn proxy_dir(name: &str) -> String {
+    format!("{STATE_DIR}/proxy-{name}")
+}
 
 /// Checks an installer name as the spec allows it: `[a-z0-9][a-z0-9-]*` (the rule lives in
 /// [`airlock_payload::Name`], which the builder applies too).

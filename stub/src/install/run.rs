@@ -32,8 +32,8 @@ use super::persist::{installer_copy_path, persist_installer, Persisted};
 use super::preflight::{preflight, space_needed, PreflightInput, Problem};
 use super::readiness::{poll_addr, wait_ready};
 use super::record::Record;
-use super::runtimes::{self, Runtime};
 use super::report::{hook_plan_lines, mirror_hosts_text, shown, Plan, Say, Summary};
+use super::runtimes::{self, Runtime};
 use super::service::{
     choose_mode, registry_service_with_proxy, registry_unit_name, service_is_running,
     start_service, Daemon, ServiceMode, StartedService, Supervision, STOP_TIMEOUT, UNIT_DIR,
@@ -195,6 +195,11 @@ impl<'a, 'o> Install<'a, 'o> {
             Some(list) => list.iter().copied().collect(),
             None => runtimes::detect(&root, std::env::var("PATH").ok().as_deref()),
         };
+        // An installer without images has nothing for Docker or podman to pull.
+        let mut chosen = chosen;
+        if payload.index().images().is_empty() {
+            chosen.retain(|r| matches!(r, Runtime::Containerd | Runtime::K3s));
+        }
         let proxy_addr = opts.proxy_listen.unwrap_or_else(|| {
             SocketAddr::new(opts.listen.ip(), opts.listen.port().wrapping_add(1))
         });
@@ -294,17 +299,18 @@ impl<'a, 'o> Install<'a, 'o> {
             index.entries().len() as u64,
             installer_len,
         );
-        let own_registry_running = self.record.services.iter().any(|s| {
-            s.name == "registry"
-                && s.listen.as_deref() == Some(opts.listen.to_string().as_str())
-                && service_is_running(root, s, host)
-        }) || Daemon::registry_with_proxy(root, name, version, opts.listen, self.proxy())
-            // A daemon of ours recorded only in its pid file (an install killed before the
-            // record named the service) holds the port too; this run adopts it.
-            .is_running(root, host)
-            .ok()
-            .flatten()
-            .is_some();
+        let own_registry_running =
+            self.record.services.iter().any(|s| {
+                s.name == "registry"
+                    && s.listen.as_deref() == Some(opts.listen.to_string().as_str())
+                    && service_is_running(root, s, host)
+            }) || Daemon::registry_with_proxy(root, name, version, opts.listen, self.proxy())
+                // A daemon of ours recorded only in its pid file (an install killed before the
+                // record named the service) holds the port too; this run adopts it.
+                .is_running(root, host)
+                .ok()
+                .flatten()
+                .is_some();
         let payload_files: Vec<&str> = index
             .entries()
             .iter()

@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use airlock_oci::{accept_loop, AcceptLimits};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -39,8 +40,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::registry::{Body, Registry, DEFAULT_NAMESPACE};
@@ -416,32 +416,13 @@ pub async fn serve_proxy(
     opts: ProxyOptions,
     shutdown: impl Future<Output = ()>,
 ) {
-    let (stop_tx, stop_rx) = watch::channel(());
-    let slots = Arc::new(Semaphore::new(opts.max_connections));
-    let mut conns = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        let slot = tokio::select! {
-            () = &mut shutdown => break,
-            s = slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
-        };
-        let (stream, peer) = tokio::select! {
-            () = &mut shutdown => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!("failed to accept a proxy connection: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        while conns.try_join_next().is_some() {}
-        let _ = stream.set_nodelay(true);
+    let limits = AcceptLimits {
+        max_connections: opts.max_connections,
+        grace: opts.grace,
+    };
+    accept_loop(listener, limits, shutdown, move |stream, peer, mut stop| {
         let (registry, interceptor, opts) = (registry.clone(), interceptor.clone(), opts.clone());
-        let mut stop = stop_rx.clone();
-        conns.spawn(async move {
-            let _slot = slot;
+        async move {
             let (tx, mut rx) = mpsc::channel::<Tunnel>(1);
             let service = service_fn(move |req: Request<Incoming>| {
                 let resp = answer(&interceptor, req, peer, &tx);
@@ -474,22 +455,9 @@ pub async fn serve_proxy(
                 }
                 Err(e) => tracing::debug!(%peer, "CONNECT upgrade failed: {e}"),
             }
-        });
-    }
-    drop(listener);
-    drop(stop_tx);
-    let drained = tokio::time::timeout(opts.grace, async {
-        while conns.join_next().await.is_some() {}
+        }
     })
     .await;
-    if drained.is_err() {
-        tracing::warn!(
-            connections = conns.len(),
-            "proxy tunnels still running after {:?}; closing them",
-            opts.grace
-        );
-        conns.shutdown().await;
-    }
 }
 
 #[cfg(test)]

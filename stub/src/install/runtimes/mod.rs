@@ -17,7 +17,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use crate::install::fsutil::resolve;
-use crate::install::STATE_DIR;
 use crate::intercept::{leaf_paths, Authority, CaError, CertPem};
 
 /// What can go wrong while planning or writing runtime config.
@@ -125,11 +124,7 @@ pub fn detect(root: &Path, path: Option<&str>) -> BTreeSet<Runtime> {
     out
 }
 
-/// The pull proxy's folder for installer `name`, inside the root: CA, leaves, and the
-/// `daemon.json` values the install added.
-pub fn proxy_dir(name: &str) -> String {
-    format!("{STATE_DIR}/proxy-{name}")
-}
+pub use crate::install::proxy_dir;
 
 /// The `daemon.json` values an install added, kept for uninstall.
 fn docker_keys_path(name: &str) -> String {

@@ -200,7 +200,7 @@ pub fn intercept_args(root: &Path, name: &str, proxy: Option<SocketAddr>) -> Vec
             "--intercept".into(),
             addr.to_string(),
             "--intercept-dir".into(),
-            resolve(root, &super::runtimes::proxy_dir(name))
+            resolve(root, &super::proxy_dir(name))
                 .to_string_lossy()
                 .into_owned(),
         ],
