@@ -41,7 +41,9 @@ pub mod testutil;
 pub use body::Body;
 pub use error::{error_response, json_response, OciError, RequestError};
 pub use route::{Query, Reference, Route};
-pub use server::{accept_loop, serve, shutdown_signal, AcceptLimits, ServeOptions};
+pub use server::{
+    accept_loop, serve, serve_connection, shutdown_signal, AcceptLimits, ServeOptions,
+};
 
 /// Header names both servers send.
 pub mod headers {

@@ -83,25 +83,45 @@ pub async fn serve<H, F>(
                 let handler = handler.clone();
                 async move { Ok::<_, Infallible>(logged(handler, req, max_head).await) }
             });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(opts.header_read_timeout)
-                .max_buf_size(opts.max_buf_size)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = stop.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
+            let result = serve_connection(TokioIo::new(stream), service, &opts, &mut stop).await;
             if let Err(e) = result {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
         }
     })
     .await;
+}
+
+/// Serves HTTP/1.1 requests on one connection `io` with `service`, under the head limits of
+/// `opts` ([`ServeOptions::header_read_timeout`], [`ServeOptions::max_buf_size`]); when
+/// `stop` changes, the connection closes gracefully (requests in flight finish). Used by
+/// [`serve`] and by servers whose connections arrive some other way (a TLS tunnel).
+pub async fn serve_connection<I, S, B>(
+    io: I,
+    service: S,
+    opts: &ServeOptions,
+    stop: &mut watch::Receiver<()>,
+) -> Result<(), hyper::Error>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: HttpBody + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout)
+        .max_buf_size(opts.max_buf_size)
+        .serve_connection(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    }
 }
 
 /// How many connections [`accept_loop`] serves at once, and how long they get to finish

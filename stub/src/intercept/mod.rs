@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_oci::{accept_loop, AcceptLimits};
+use airlock_oci::{accept_loop, serve_connection, AcceptLimits, ServeOptions};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -252,6 +252,18 @@ pub struct ProxyOptions {
     pub grace: Duration,
 }
 
+impl ProxyOptions {
+    /// The HTTP limits of one connection inside a tunnel.
+    fn http(&self) -> ServeOptions {
+        ServeOptions {
+            header_read_timeout: self.header_read_timeout,
+            max_buf_size: self.max_buf_size,
+            max_connections: self.max_connections,
+            grace: self.grace,
+        }
+    }
+}
+
 impl Default for ProxyOptions {
     fn default() -> Self {
         ProxyOptions {
@@ -389,19 +401,7 @@ async fn serve_tunnel(
             Ok::<_, Infallible>(resp)
         }
     });
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(opts.header_read_timeout)
-        .max_buf_size(opts.max_buf_size)
-        .serve_connection(TokioIo::new(tls), service);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = stop.changed() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
+    let result = serve_connection(TokioIo::new(tls), service, &opts.http(), stop).await;
     if let Err(e) = result {
         tracing::debug!(%peer, "tunnel ended: {e}");
     }
