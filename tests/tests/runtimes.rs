@@ -95,26 +95,7 @@ fn in_private_namespaces(test: &str, programs: &[&str], inner: fn()) {
     {
         return;
     }
-    let marker = tempfile::NamedTempFile::new().unwrap().into_temp_path();
-    fs::remove_file(&marker).unwrap();
-    let status = Command::new("unshare")
-        .args([
-            "--net",
-            "--mount",
-            "sh",
-            "-c",
-            "ip link set lo up && exec \"$0\" \"$@\"",
-        ])
-        .arg(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--test-threads=1", "--nocapture"])
-        .env(MARKER, &marker)
-        .status()
-        .expect("run unshare");
-    assert!(
-        status.success(),
-        "{test} failed inside the namespaces: {status}"
-    );
-    assert!(marker.exists(), "the inner run of {test} did not happen");
+    util::oci::rerun_in_namespaces(test, &["--net", "--mount"], MARKER);
 }
 
 /// `mount --bind from to` (in the test's private mount namespace).

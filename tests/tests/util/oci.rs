@@ -267,23 +267,26 @@ pub fn run_in_loopback_namespace(test: &str, inner: fn()) {
     {
         return;
     }
+    rerun_in_namespaces(test, &["--net"], NETNS_MARKER);
+}
+
+/// Re-runs this test binary, filtered to `test`, under `unshare` with `namespaces` (always
+/// including `--net`; loopback is brought up first), with `marker_var` naming a marker file
+/// the inner run writes; fails the test unless the inner run happened and passed.
+pub fn rerun_in_namespaces(test: &str, namespaces: &[&str], marker_var: &str) {
     let marker = tempfile::NamedTempFile::new().unwrap().into_temp_path();
     fs::remove_file(&marker).unwrap();
     let status = Command::new("unshare")
-        .args([
-            "--net",
-            "sh",
-            "-c",
-            "ip link set lo up && exec \"$0\" \"$@\"",
-        ])
+        .args(namespaces)
+        .args(["sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
         .arg(std::env::current_exe().unwrap())
         .args(["--exact", test, "--test-threads=1", "--nocapture"])
-        .env(NETNS_MARKER, &marker)
+        .env(marker_var, &marker)
         .status()
         .expect("run unshare");
     assert!(
         status.success(),
-        "{test} failed inside the network namespace: {status}"
+        "{test} failed inside the namespaces {namespaces:?}: {status}"
     );
     assert!(marker.exists(), "the inner run of {test} did not happen");
 }
