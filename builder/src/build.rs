@@ -80,6 +80,9 @@ pub enum Error {
     /// The engine or a hook is not usable.
     #[error(transparent)]
     Engine(#[from] crate::engine::Error),
+    /// The engine's sandbox (pause) image is unknown or not in the payload.
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::Error),
     /// A `--from-capture` folder could not be read.
     #[error(transparent)]
     Capture(crate::capture::lock::LockError),
@@ -169,26 +172,45 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
     }
     tracing::debug!(stub = %stub_path.display(), machine = %info.machine, "stub checked");
 
-    // Every pod runs the sandbox image: captured like any image (pulled unless an `images:`
-    // entry names it), so a build that cannot get it fails naming it.
-    if let crate::spec::EngineSpec::Containerd(c) = &spec.engine {
-        if let Some(sandbox) = c.sandbox_image.clone() {
-            crate::sandbox::ensure_captured(&mut spec.images, &sandbox);
-        }
-    }
-    let images = image_plan(&spec, plan.strict)?;
-
     let sources = tree::gather(&spec.files)?;
     tracing::debug!(entries = sources.len(), "tree gathered");
     let (entries, mut blobs) = hash_tree(&sources, plan.progress)?;
     // Before any image is pulled: a missing engine program fails fast.
-    let install = crate::engine::install_config(
+    let mut install = crate::engine::install_config(
         &spec.engine,
         &spec.hooks,
         &spec.base_dir,
         &entries,
         &mut blobs,
     )?;
+    // Every pod runs the sandbox image: captured like any image (pulled unless an `images:`
+    // entry names it), so a build that cannot get it fails naming it.
+    if let airlock_payload::Engine::Containerd(c) = &mut install.engine {
+        let explicit = match &spec.engine {
+            crate::spec::EngineSpec::Containerd(spec) => spec.sandbox_image.clone(),
+            _ => None,
+        };
+        let sandbox = match explicit {
+            Some(image) => image,
+            None => {
+                let binary = source_of(&sources, &c.containerd).ok_or_else(|| Error::Io {
+                    context: format!("find the build host's file behind /{}", c.containerd),
+                    source: io::Error::from(io::ErrorKind::NotFound),
+                })?;
+                let (image, how) = crate::sandbox::containerd_default(&binary)?;
+                tracing::info!("sandbox image {image} ({how})");
+                c.sandbox_image = Some(image.to_string());
+                image
+            }
+        };
+        crate::sandbox::ensure_captured(&mut spec.images, &sandbox);
+    }
+    let images = image_plan(&spec, plan.strict)?;
+    if let airlock_payload::Engine::K3s(k) = &install.engine {
+        // k3s pulls its pause image itself (through the mirrors): it must be among them.
+        let pause = crate::sandbox::check_k3s_pause(&k.args, &images.image_specs())?;
+        tracing::debug!(%pause, "k3s pause image captured");
+    }
 
     let captured = image::capture_all(
         &images.image_specs(),
@@ -304,6 +326,20 @@ impl BlobSource for FileSource {
         }
         f.read_exact_at(buf, offset)
     }
+}
+
+/// The build host's file behind payload path `path`: a regular file of the tree, or the
+/// file a hardlink entry names.
+fn source_of(sources: &[SourceEntry], path: &str) -> Option<PathBuf> {
+    let mut path = path.to_owned();
+    for _ in 0..sources.len().max(1) {
+        match &sources.iter().find(|s| s.path == path)?.kind {
+            SourceKind::File { src, .. } => return Some(src.clone()),
+            SourceKind::Hardlink { target } => path = target.clone(),
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// Hashes every file (in parallel), then maps sources onto index entries and distinct blobs

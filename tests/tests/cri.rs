@@ -375,3 +375,30 @@ fn sandbox_image_missing() {
     run.stderr_has("registry.k8s.io/pause:3.9");
     assert!(!work.join("kube.run").exists());
 }
+
+/// With no `sandbox_image`, the build uses the default of the payload's containerd (Debian's
+/// 1.6: [`PAUSE`]); when no `images:` entry holds it and its registry cannot be reached, the
+/// build fails naming that default.
+#[test]
+fn a_default_sandbox_image_the_build_cannot_capture_fails_the_build_naming_it() {
+    util::oci::run_in_loopback_namespace(
+        "a_default_sandbox_image_the_build_cannot_capture_fails_the_build_naming_it",
+        default_sandbox_image_missing,
+    );
+}
+
+fn default_sandbox_image_missing() {
+    let work = Workdir::new();
+    let files: String = PROGRAMS
+        .iter()
+        .map(|(src, name)| format!("  - src: {src}\n    dest: /usr/local/bin/{name}\n"))
+        .collect();
+    work.write_spec(&format!(
+        "name: kube\nversion: \"1.0\"\nfiles:\n{files}engine: containerd\n"
+    ));
+    let run = work
+        .airlock(&["build", "-f", "airlock.yaml", "-o", "kube.run"])
+        .expect_code(1);
+    run.stderr_has(PAUSE);
+    assert!(!work.join("kube.run").exists());
+}

@@ -11,7 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use airlock_fixtures::images::{same_name_different_registries, BuiltImage};
+use airlock_fixtures::images::{same_name_different_registries, write_pause_layout, BuiltImage};
 use util::Workdir;
 
 struct Built {
@@ -32,6 +32,10 @@ const PROGRAMS: [(&str, &str); 4] = [
     ("/usr/sbin/runc", "runc"),
 ];
 
+/// Debian's containerd 1.6's default sandbox image: the build picks it when the spec names
+/// none, and takes it from the `images:` entry of the same ref.
+const DEFAULT_PAUSE: &str = "registry.k8s.io/pause:3.6";
+
 const POST_HOOK: &str = r#"#!/bin/sh
 set -e
 out="$AIRLOCK_ROOT/hook-post.txt"
@@ -48,6 +52,7 @@ fn build_containerd() -> Built {
     let work = Workdir::new();
     let (docker, hub) =
         same_name_different_registries(&work.join("images/same")).expect("write fixture images");
+    write_pause_layout(&work.join("images/pause"), "3.6").expect("write the pause image");
     let files: String = PROGRAMS
         .iter()
         .map(|(src, name)| format!("  - src: {src}\n    dest: /usr/local/bin/{name}\n"))
@@ -62,6 +67,8 @@ files:
     from: oci:images/same/hub:1
   - ref: docker.io/library/app:1
     from: oci:images/same/docker:1
+  - ref: {DEFAULT_PAUSE}
+    from: oci:images/pause:3.6
 engine: containerd
 hooks:
   post-install: hooks/post.sh
@@ -153,8 +160,9 @@ fn containerd_engine_round_trip() {
     for line in [
         "containerd: started as daemon pid",
         "containerd: ready, answered on",
-        "containerd: pulled docker.io/library/app:1 into namespace k8s.io (1/2)",
-        "containerd: pulled example.hub/team/app:1.0 into namespace k8s.io (2/2)",
+        "containerd: pulled docker.io/library/app:1 into namespace k8s.io (1/3)",
+        "containerd: pulled example.hub/team/app:1.0 into namespace k8s.io (2/3)",
+        "containerd: pulled registry.k8s.io/pause:3.6 into namespace k8s.io (3/3)",
         "hook post-install: ok (hooks/post.sh, log",
         "hook post-install: ok",
         "post-install saw the node",
@@ -165,6 +173,13 @@ fn containerd_engine_round_trip() {
             first.describe()
         );
     }
+
+    // No `sandbox_image` in the spec: the payload's containerd's default is written.
+    let config = fs::read_to_string(root.join("etc/containerd/airlock-node.toml")).unwrap();
+    assert!(
+        config.contains(&format!("\n  sandbox_image = \"{DEFAULT_PAUSE}\"\n")),
+        "{config}"
+    );
 
     // The hook saw the documented environment.
     let seen = fs::read_to_string(root.join("hook-post.txt")).unwrap();

@@ -16,8 +16,24 @@ fn fake_k3s() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/k3s/fake-k3s")
 }
 
+/// k3s's default `--pause-image`: every pod's sandbox, so it must be in the payload.
+const K3S_PAUSE: &str = "docker.io/rancher/mirrored-pause:3.6";
+
 fn build(args: &str) -> (Workdir, PathBuf) {
+    let work = write_spec(
+        args,
+        &format!("  - ref: {K3S_PAUSE}\n    from: oci:images/pause:3.6\n"),
+    );
+    let installer = work.build("edge.run");
+    (work, installer)
+}
+
+/// A k3s node's workdir and spec with server `args` and `extra_images` (lines of
+/// `images:`) beside the two fixture images.
+fn write_spec(args: &str, extra_images: &str) -> Workdir {
     let work = Workdir::new();
+    airlock_fixtures::images::write_pause_layout(&work.join("images/pause"), "3.6")
+        .expect("pause image");
     let fixtures =
         airlock_fixtures::images::same_name_different_registries(&work.join("images/same"))
             .expect("fixture images");
@@ -40,7 +56,7 @@ images:
     from: oci:images/same/hub:1
   - ref: docker.io/library/app:1
     from: oci:images/same/docker:1
-engine:
+{extra_images}engine:
   kind: k3s
   manifests: /opt/edge/manifests
   args: {args}
@@ -48,8 +64,7 @@ engine:
 "#,
         k3s = fake_k3s().display()
     ));
-    let installer = work.build("edge.run");
-    (work, installer)
+    work
 }
 
 /// Pids whose command line mentions `needle`.
@@ -192,4 +207,36 @@ fn a_k3s_that_exits_fails_the_install_naming_its_log() {
         text.contains("Incorrect Usage: flag provided but not defined: --no-such-flag"),
         "{text}"
     );
+}
+
+#[test]
+fn a_k3s_pause_image_missing_from_the_images_fails_the_build_naming_it() {
+    // k3s's default, with no `images:` entry for it.
+    let work = write_spec("[]", "");
+    let run = work
+        .airlock(&["build", "-f", "airlock.yaml", "-o", "edge.run"])
+        .expect_code(1);
+    run.stderr_has(&format!(
+        "engine k3s: the pause image {K3S_PAUSE} (k3s's default) is not among the images"
+    ));
+    assert!(!work.join("edge.run").exists());
+
+    // `--pause-image` names another: that one must be there, the default is not enough.
+    let work = write_spec(
+        "[--pause-image=example.hub/k8s/pause:9]",
+        &format!("  - ref: {K3S_PAUSE}\n    from: oci:images/pause:3.6\n"),
+    );
+    let run = work
+        .airlock(&["build", "-f", "airlock.yaml", "-o", "edge.run"])
+        .expect_code(1);
+    run.stderr_has(
+        "engine k3s: the pause image example.hub/k8s/pause:9 (from --pause-image) is not among the images",
+    );
+
+    // Under the flag's name, it builds.
+    let work = write_spec(
+        "[--pause-image, example.hub/k8s/pause:9]",
+        "  - ref: example.hub/k8s/pause:9\n    from: oci:images/pause:3.6\n",
+    );
+    work.build("edge.run");
 }
