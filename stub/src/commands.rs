@@ -12,7 +12,7 @@ use crate::info::{write_summary, InfoReport};
 use crate::install::{self, host::RealHost, run::InstallOptions};
 use crate::intercept::{serve_proxy, Interceptor, ProxyOptions};
 use crate::progress::bytes_bar;
-use crate::registry::{serve, shutdown_signal, Registry, Release, ServeOptions};
+use crate::registry::{serve, shutdown_signal, Pages, Registry, ServeOptions};
 use crate::selfexe::InstallerFile;
 use crate::sys::Statvfs;
 use crate::{list, verify, Error, Result};
@@ -25,14 +25,17 @@ pub fn run(cli: &Cli, program: &str, out: &mut dyn Write) -> Result<()> {
     // slices of it as `'static` response bodies (no copy). One command runs per process,
     // and the kernel unmaps the file when it exits.
     let file: &'static InstallerFile = Box::leak(Box::new(InstallerFile::open_self()?));
-    let release = Release(Box::leak(Box::new(move |part: &[u8]| file.release(part))));
+    let pages = Pages {
+        populate: Box::leak(Box::new(move |part: &[u8]| file.populate(part))),
+        release: Box::leak(Box::new(move |part: &[u8]| file.release(part))),
+    };
     run_on(
         cli,
         file.bytes(),
         file.elf_end(),
         file.path(),
         program,
-        release,
+        pages,
         out,
     )
 }
@@ -45,7 +48,7 @@ pub fn run_on(
     elf_end: Option<u64>,
     path: &Path,
     program: &str,
-    release: Release,
+    pages: Pages,
     out: &mut dyn Write,
 ) -> Result<()> {
     let installer = Installer::open(bytes, elf_end)?;
@@ -69,7 +72,7 @@ pub fn run_on(
         }
         Some(Command::Verify(a)) => {
             let bar = bytes_bar(0, "verify", cli.quiet);
-            verify::verify(&installer, a.deep, &bar, &|part| release.call(part), out).map(|_| ())
+            verify::verify(&installer, a.deep, &bar, pages.release, out).map(|_| ())
         }
         Some(Command::Extract(a)) => {
             let payload = installer.load_index()?;
@@ -79,7 +82,7 @@ pub fn run_on(
                 paths: &a.paths,
                 space: &Statvfs,
                 bar: &bar,
-                release: release.0,
+                release: pages.release,
             };
             let summary = extract(&installer, &payload, &opts)?;
             if !cli.quiet {
@@ -96,9 +99,9 @@ pub fn run_on(
             Ok(())
         }
         Some(Command::Registry(RegistryCommand::Serve(a))) => {
-            serve_registry(&installer, a, release, out)
+            serve_registry(&installer, a, pages, out)
         }
-        Some(Command::Install(a)) => install(&installer, a, path, cli.quiet, release, out),
+        Some(Command::Install(a)) => install(&installer, a, path, cli.quiet, pages, out),
         Some(Command::Uninstall(a)) => install::run::uninstall(
             &installer.meta().name,
             a.root.as_deref(),
@@ -115,7 +118,7 @@ fn install(
     args: &InstallArgs,
     path: &Path,
     quiet: bool,
-    release: Release,
+    pages: Pages,
     out: &mut dyn Write,
 ) -> Result<()> {
     let ask = |out: &mut dyn Write| -> Result<bool> {
@@ -140,7 +143,7 @@ fn install(
         confirm: interactive.then_some(&ask as install::run::Confirm<'_>),
         ready_timeout: install::readiness::READY_TIMEOUT,
         bar: &bar,
-        release: release.0,
+        release: pages.release,
         mirror_for: args.mirror_for.clone(),
         proxy_listen: args.proxy_listen,
         restart_runtimes: args.restart_runtimes,
@@ -153,10 +156,10 @@ fn install(
 pub fn serve_registry(
     installer: &Installer<'static>,
     args: &ServeArgs,
-    release: Release,
+    pages: Pages,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let registry = Arc::new(Registry::new(installer.load_index()?).with_release(release));
+    let registry = Arc::new(Registry::new(installer.load_index()?).with_pages(pages));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -295,7 +298,7 @@ mod tests {
             None,
             Path::new("demo.run"),
             "./demo.run",
-            Release::KEEP,
+            Pages::KEEP,
             &mut out,
         );
         (r, String::from_utf8(out).unwrap())

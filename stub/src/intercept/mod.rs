@@ -38,7 +38,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::ServerConfig;
+use rustls::{CipherSuite, ServerConfig};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
@@ -46,6 +46,11 @@ use tokio_rustls::TlsAcceptor;
 use crate::registry::{Body, Registry, DEFAULT_NAMESPACE};
 
 pub use ca::{Authority, CaError, CertPem};
+
+/// Encrypted bytes a tunnel may queue before writing them out (rustls's default is 64 KiB):
+/// a blob is sent in writes of up to 64 records, not 4, so a layer costs 16x fewer
+/// `writev` calls. Bounded per tunnel, like the registry's body channel.
+const TLS_SEND_BUFFER: usize = 1 << 20;
 
 /// The folder of leaf certificates inside the proxy's folder.
 pub const LEAF_DIR: &str = "hosts";
@@ -225,7 +230,19 @@ fn server_config(
         host: host.to_owned(),
         source,
     };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut provider = rustls::crypto::ring::default_provider();
+    // AES-128-GCM first, and our order wins over the client's: a layer is gigabytes, and
+    // 128-bit AES costs both ends ~10-15 % less CPU per byte than the AES-256 most clients
+    // list first (10 rounds, not 14); every suite of the default set stays allowed.
+    provider.cipher_suites.sort_by_key(|s| {
+        !matches!(
+            s.suite(),
+            CipherSuite::TLS13_AES_128_GCM_SHA256
+                | CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+                | CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+        )
+    });
+    let provider = Arc::new(provider);
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(tls)?
@@ -233,6 +250,7 @@ fn server_config(
         .with_single_cert(chain, key)
         .map_err(tls)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.ignore_client_order = true;
     Ok(Arc::new(config))
 }
 
@@ -373,7 +391,9 @@ async fn serve_tunnel(
     let acceptor = TlsAcceptor::from(config);
     let tls = match tokio::time::timeout(
         opts.handshake_timeout,
-        acceptor.accept(TokioIo::new(upgraded)),
+        acceptor.accept_with(TokioIo::new(upgraded), |conn| {
+            conn.set_buffer_limit(Some(TLS_SEND_BUFFER))
+        }),
     )
     .await
     {

@@ -171,6 +171,24 @@ async fn a_tunnel_to_a_held_host_serves_its_images_over_verified_tls() {
 }
 
 #[tokio::test]
+async fn tunnels_use_aes_128_gcm_even_when_the_client_lists_aes_256_first() {
+    let addr = start(fast()).await;
+    let (s, head) = connect(addr, "quay.io:443").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let config = client_config();
+    let first = config.crypto_provider().cipher_suites[0].suite();
+    assert_eq!(
+        first,
+        rustls::CipherSuite::TLS13_AES_256_GCM_SHA384,
+        "the client's order"
+    );
+    let server = ServerName::try_from("quay.io".to_owned()).unwrap();
+    let tls = TlsConnector::from(config).connect(server, s).await.unwrap();
+    let suite = tls.get_ref().1.negotiated_cipher_suite().unwrap().suite();
+    assert_eq!(suite, rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+}
+
+#[tokio::test]
 async fn docker_hub_tunnels_are_the_docker_io_namespace() {
     let addr = start(fast()).await;
     for host in ["registry-1.docker.io", "index.docker.io"] {

@@ -19,7 +19,7 @@ use airlock_payload::{Blob, Codec, Payload};
 use airlock_oci::Body;
 use bytes::Bytes;
 
-use super::Release;
+use super::Pages;
 use hyper::body::{Frame, SizeHint};
 use tokio::sync::mpsc;
 
@@ -31,7 +31,7 @@ pub const CHANNEL_DEPTH: usize = 2;
 /// `len` bytes of `blob` from `offset` (the caller keeps them inside the blob), as a body.
 pub fn blob_body(
     payload: Arc<Payload<'static>>,
-    release: Release,
+    pages: Pages,
     blob: Blob,
     offset: u64,
     len: u64,
@@ -42,7 +42,7 @@ pub fn blob_body(
     }
     Body::stream(BlobStream {
         payload,
-        release,
+        pages,
         blob,
         offset,
         remaining: len,
@@ -54,7 +54,7 @@ pub fn blob_body(
 #[derive(Debug)]
 struct BlobStream {
     payload: Arc<Payload<'static>>,
-    release: Release,
+    pages: Pages,
     blob: Blob,
     offset: u64,
     remaining: u64,
@@ -91,7 +91,7 @@ impl Drop for BlobStream {
         let index = self.payload.index();
         for i in index.frames_for(self.blob.raw_offset, self.blob.size) {
             if index.frames()[i].codec == Codec::Raw {
-                self.release.call(self.payload.frame_stored(i));
+                (self.pages.release)(self.payload.frame_stored(i));
             }
         }
     }
@@ -104,11 +104,9 @@ impl BlobStream {
         }
         let rx = self.rx.get_or_insert_with(|| {
             let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-            let (payload, blob, release) = (self.payload.clone(), self.blob.clone(), self.release);
+            let (payload, blob, pages) = (self.payload.clone(), self.blob.clone(), self.pages);
             let (offset, len) = (self.offset, self.remaining);
-            tokio::task::spawn_blocking(move || {
-                produce(&payload, release, &blob, offset, len, &tx)
-            });
+            tokio::task::spawn_blocking(move || produce(&payload, pages, &blob, offset, len, &tx));
             rx
         });
         match rx.poll_recv(cx) {
@@ -138,7 +136,7 @@ impl BlobStream {
 /// receiver is gone (the client left). Runs on a blocking thread.
 fn produce(
     payload: &Payload<'static>,
-    release: Release,
+    pages: Pages,
     blob: &Blob,
     offset: u64,
     len: u64,
@@ -160,10 +158,11 @@ fn produce(
                 // A raw frame stores the raw bytes: serve the mapped slice itself.
                 Ok(stored) => {
                     let part = &stored[(from - f_start) as usize..(to - f_start) as usize];
+                    (pages.populate)(part);
                     let sent = tx.blocking_send(Ok(Bytes::from_static(part))).is_ok();
                     in_flight.push_back(part);
                     if in_flight.len() > CHANNEL_DEPTH + 1 {
-                        release.call(in_flight.pop_front().expect("not empty"));
+                        (pages.release)(in_flight.pop_front().expect("not empty"));
                     }
                     sent
                 }

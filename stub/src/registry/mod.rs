@@ -58,23 +58,29 @@ struct Repo {
     blobs: HashSet<Sha256Digest>,
 }
 
-/// Where served bytes of the mapped file are reported; see [`Registry::with_release`].
+/// What the registry does with the pages of the mapped installer it serves bytes from;
+/// see [`Registry::with_pages`].
 #[derive(Clone, Copy)]
-pub struct Release(pub &'static (dyn Fn(&[u8]) + Send + Sync));
-
-impl Release {
-    /// Keeps every page (tests, in-memory payloads).
-    pub const KEEP: Release = Release(&keep_pages);
-
-    /// Reports `part` as sent.
-    pub fn call(self, part: &[u8]) {
-        (self.0)(part)
-    }
+pub struct Pages {
+    /// Told about mapped bytes that are about to be sent, so their pages can be made
+    /// resident in one go off the connection's thread (one `madvise`, not a page fault per
+    /// 64 KiB in the middle of a TLS encryption or a socket write).
+    pub populate: &'static (dyn Fn(&[u8]) + Send + Sync),
+    /// Told about mapped bytes that were sent, so their pages can leave resident memory.
+    pub release: &'static (dyn Fn(&[u8]) + Send + Sync),
 }
 
-impl std::fmt::Debug for Release {
+impl Pages {
+    /// Does nothing to any page (tests, in-memory payloads).
+    pub const KEEP: Pages = Pages {
+        populate: &keep_pages,
+        release: &keep_pages,
+    };
+}
+
+impl std::fmt::Debug for Pages {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Release")
+        f.write_str("Pages")
     }
 }
 
@@ -85,8 +91,8 @@ fn keep_pages(_: &[u8]) {}
 #[derive(Debug)]
 pub struct Registry {
     payload: Arc<Payload<'static>>,
-    /// Told about mapped bytes that were sent, so their pages can leave resident memory.
-    release: Release,
+    /// Told about mapped bytes before and after they are sent.
+    pages: Pages,
     /// Namespace (upstream host) → repository → tables.
     repos: HashMap<String, HashMap<String, Repo>>,
     /// Every repository as a name without `ns` addresses it, sorted.
@@ -125,10 +131,11 @@ impl Registry {
     /// Builds the lookup tables for the images of `payload`. The payload lives for the rest
     /// of the process: the stub maps the installer once and never unmaps it, so served blob
     /// bytes are slices of that map.
-    /// Drops mapped pages through `release` once their bytes were handed to a connection
-    /// (the installer file's `release`), keeping the server's resident memory flat.
-    pub fn with_release(mut self, release: Release) -> Self {
-        self.release = release;
+    /// Makes mapped pages resident through `pages.populate` before their bytes are sent and
+    /// drops them through `pages.release` once they were handed to a connection (the
+    /// installer file's `populate` and `release`), keeping the server's resident memory flat.
+    pub fn with_pages(mut self, pages: Pages) -> Self {
+        self.pages = pages;
         self
     }
 
@@ -162,7 +169,7 @@ impl Registry {
             .collect();
         Registry {
             images: images.len(),
-            release: Release::KEEP,
+            pages: Pages::KEEP,
             payload: Arc::new(payload),
             repos,
             catalog: catalog.into_iter().collect(),
@@ -259,13 +266,7 @@ impl Registry {
         let mut resp = Response::new(if head {
             Body::empty()
         } else {
-            blob_body(
-                self.payload.clone(),
-                self.release,
-                blob.clone(),
-                0,
-                blob.size,
-            )
+            blob_body(self.payload.clone(), self.pages, blob.clone(), 0, blob.size)
         });
         let h = resp.headers_mut();
         h.insert(
@@ -311,7 +312,7 @@ impl Registry {
         let mut resp = Response::new(if head {
             Body::empty()
         } else {
-            blob_body(self.payload.clone(), self.release, blob.clone(), start, len)
+            blob_body(self.payload.clone(), self.pages, blob.clone(), start, len)
         });
         *resp.status_mut() = status;
         let h = resp.headers_mut();
