@@ -13,7 +13,8 @@
 # Knobs: AIRLOCK (the airlock binary; airlock-stub beside it), BENCH_WORK (default
 # bench/work-proxy), BENCH_RUNS (median of N, default 5), BENCH_BLOB_MIB (default 512),
 # BENCH_DIST_PORT / BENCH_AIR_PORT / BENCH_PROXY_PORT (default 5281 / 5282 / 5283),
-# BENCH_STRICT (1: exit 1 when the target fails).
+# BENCH_STRICT (1: exit 1 when the target fails), BENCH_GO_RUNS (whole-image pulls by skopeo,
+# a Go client like dockerd, through the proxy and plain; default 3, 0 skips them).
 # Needs: docker-registry, skopeo, curl, python3, sha256sum; root is not required.
 set -euo pipefail
 
@@ -139,6 +140,36 @@ for ((i = 0; i < RUNS; i++)); do
     done
 done
 
+# ---------------------------------------------------------------- a Go client
+# skopeo pulls the whole image with Go's TLS and HTTP stack (the one dockerd uses), checks
+# every digest and writes a `dir:` copy under /dev/shm (no disk): through the proxy
+# (HTTPS_PROXY, the install's CA), and from the plain registry (path-prefix name).
+GO_RUNS=${BENCH_GO_RUNS:-3}
+declare -A G=()
+if [[ $GO_RUNS != 0 ]]; then
+    CADIR=$WORK/cadir && mkdir -p "$CADIR" && cp "$CA" "$CADIR/ca.crt"
+    SHM=$(mktemp -d /dev/shm/airlock-bench.XXXXXX)
+    go_pull() { # WHO -> wall seconds
+        local t0 t1
+        rm -rf "$SHM/copy"
+        t0=$(date +%s.%N)
+        if [[ $1 == proxy ]]; then
+            HTTPS_PROXY=http://127.0.0.1:$PROXY_PORT skopeo copy -q --src-cert-dir "$CADIR" \
+                "docker://$HOST/bench/big:1" "dir:$SHM/copy" || die "skopeo through the proxy failed"
+        else
+            skopeo copy -q --src-tls-verify=false \
+                "docker://127.0.0.1:$AIR_PORT/$HOST/bench/big:1" "dir:$SHM/copy" || die "skopeo from the plain registry failed"
+        fi
+        t1=$(date +%s.%N)
+        [[ -f $SHM/copy/${BIG_DIGEST#sha256:} ]] || die "skopeo ($1) wrote no big layer"
+        calc "round($t1 - $t0, 3)"
+    }
+    for ((i = 0; i < GO_RUNS; i++)); do
+        for who in proxy plain; do G[$who]+="$(go_pull "$who") "; done
+    done
+    rm -rf "$SHM"
+fi
+
 # ---------------------------------------------------------------- report
 declare -A S=()
 for who in "${WHO[@]}"; do
@@ -169,6 +200,18 @@ echo "| target | value | limit | result |"
 echo "|---|---|---|---|"
 echo "| proxy / plain (time) | $RATIO | <= 1.5 | $VERDICT |"
 echo "| proxy / distribution (time) | $(calc "round(${S[proxy]} / ${S[distribution]}, 2)") | - | - |"
+if [[ $GO_RUNS != 0 ]]; then
+    # shellcheck disable=SC2086 # the lists of times are meant to split
+    GP=$(median ${G[proxy]}) GL=$(median ${G[plain]})
+    echo
+    echo "Whole-image pull by a Go client (skopeo $(skopeo --version | cut -d' ' -f3), digests checked, dir: on /dev/shm), median of $GO_RUNS:"
+    echo
+    echo "| path | median s | runs s |"
+    echo "|---|---|---|"
+    echo "| skopeo through the TLS proxy | $GP | ${G[proxy]% } |"
+    echo "| skopeo from the plain registry | $GL | ${G[plain]% } |"
+    echo "| proxy / plain (time) | $(calc "round($GP / $GL, 2)") | |"
+fi
 } | tee results.md
 [[ $STRICT == 1 && $VERDICT == FAIL ]] && exit 1
 exit 0

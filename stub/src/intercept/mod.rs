@@ -47,11 +47,6 @@ use crate::registry::{Body, Registry, DEFAULT_NAMESPACE};
 
 pub use ca::{Authority, CaError, CertPem};
 
-/// Encrypted bytes a tunnel may queue before writing them out (rustls's default is 64 KiB):
-/// a blob is sent in writes of up to 64 records, not 4, so a layer costs 16x fewer
-/// `writev` calls. Bounded per tunnel, like the registry's body channel.
-const TLS_SEND_BUFFER: usize = 1 << 20;
-
 /// The folder of leaf certificates inside the proxy's folder.
 pub const LEAF_DIR: &str = "hosts";
 
@@ -391,9 +386,7 @@ async fn serve_tunnel(
     let acceptor = TlsAcceptor::from(config);
     let tls = match tokio::time::timeout(
         opts.handshake_timeout,
-        acceptor.accept_with(TokioIo::new(upgraded), |conn| {
-            conn.set_buffer_limit(Some(TLS_SEND_BUFFER))
-        }),
+        acceptor.accept(TokioIo::new(upgraded)),
     )
     .await
     {
