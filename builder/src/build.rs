@@ -261,7 +261,10 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
             images,
             install,
         },
-        WriteOptions { level: plan.level },
+        WriteOptions {
+            level: plan.level,
+            ..WriteOptions::default()
+        },
         &|done| bar.set(done),
     )?;
     drop(writer);
