@@ -77,7 +77,8 @@ impl SignatureSection {
     /// Decodes the section at the end of `file` (the caller has checked
     /// [`SignatureSection::is_present`]). Every check names what is damaged.
     pub fn from_file_end(file: &[u8]) -> Result<Self> {
-        let damaged = |what: &str| Error::Signature(format!("signature section is damaged: {what}"));
+        let damaged =
+            |what: &str| Error::Signature(format!("signature section is damaged: {what}"));
         let len = file.len() as u64;
         if len < SIGNATURE_FOOTER_LEN {
             return Err(damaged("the file is shorter than the signature footer"));
@@ -152,7 +153,10 @@ mod tests {
         let mut file = b"the unsigned installer".to_vec();
         let section = SignatureSection {
             signed_len: file.len() as u64,
-            signatures: vec!["untrusted comment: a\nAAAA\ntrusted comment: b\nBBBB\n".into(), "x".into()],
+            signatures: vec![
+                "untrusted comment: a\nAAAA\ntrusted comment: b\nBBBB\n".into(),
+                "x".into(),
+            ],
         };
         file.extend(section.to_bytes().unwrap());
         (file, section)
@@ -172,7 +176,10 @@ mod tests {
             let mut f = file.clone();
             f[i] ^= 0x04;
             let err = SignatureSection::from_file_end(&f).unwrap_err();
-            assert!(err.to_string().contains("signature section is damaged"), "{i}: {err}");
+            assert!(
+                err.to_string().contains("signature section is damaged"),
+                "{i}: {err}"
+            );
             assert!(err.is_corrupt());
         }
     }

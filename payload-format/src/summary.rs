@@ -92,10 +92,14 @@ impl fmt::Display for Summary {
             self.format_version
         )?;
         writeln!(f, "built by:  {} (created {})", m.builder, m.created)?;
-        write!(f, "signed:    {}", match self.signature_count {
-            0 => "no".to_owned(),
-            n => format!("{n} signature{}", if n == 1 { "" } else { "s" }),
-        })
+        write!(
+            f,
+            "signed:    {}",
+            match self.signature_count {
+                0 => "no".to_owned(),
+                n => format!("{n} signature{}", if n == 1 { "" } else { "s" }),
+            }
+        )
     }
 }
 

@@ -457,7 +457,10 @@ pub fn write_installer<W: Write + Seek + Send>(
         index_sha256: Sha256Digest::of(&index_bytes),
         file_len,
     };
-    w.put(&trailer.to_bytes_version(opts.format_version), "the trailer")?;
+    w.put(
+        &trailer.to_bytes_version(opts.format_version),
+        "the trailer",
+    )?;
     out.seek(SeekFrom::Start(payload_offset))
         .map_err(Error::io("seek to the header"))?;
     out.write_all(

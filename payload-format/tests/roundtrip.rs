@@ -371,10 +371,19 @@ fn a_signed_file_opens_and_its_message_is_the_unsigned_file() {
 fn a_signature_section_cut_short_is_named_as_damaged_signatures() {
     let (unsigned, _) = build(&small_tree());
     let signed = with_signatures(&unsigned, &["one"]);
-    for cut in [1, 20, SIGNATURE_FOOTER_LEN as usize, signed.len() - unsigned.len() - 1] {
-        let err = Installer::open(&signed[..signed.len() - cut], Some(STUB_LEN as u64)).unwrap_err();
+    for cut in [
+        1,
+        20,
+        SIGNATURE_FOOTER_LEN as usize,
+        signed.len() - unsigned.len() - 1,
+    ] {
+        let err =
+            Installer::open(&signed[..signed.len() - cut], Some(STUB_LEN as u64)).unwrap_err();
         assert!(err.is_corrupt(), "{cut}: {err}");
-        assert!(err.to_string().contains("signature section is damaged"), "{cut}: {err}");
+        assert!(
+            err.to_string().contains("signature section is damaged"),
+            "{cut}: {err}"
+        );
     }
 }
 
@@ -383,7 +392,9 @@ fn version_1_files_still_open_and_verify_but_cannot_carry_signatures() {
     let tree = small_tree();
     let (v2, entries) = build(&tree);
     // The same tree written as version 1.
-    let Node::File(data, _) = &tree["etc/motd"] else { unreachable!() };
+    let Node::File(data, _) = &tree["etc/motd"] else {
+        unreachable!()
+    };
     let digest = Sha256Digest::of(data);
     let info = BuildInfo {
         name: "t".into(),
@@ -409,7 +420,10 @@ fn version_1_files_still_open_and_verify_but_cannot_carry_signatures() {
             entries,
             ..Default::default()
         },
-        WriteOptions { format_version: 1, ..WriteOptions::default() },
+        WriteOptions {
+            format_version: 1,
+            ..WriteOptions::default()
+        },
         &|_| {},
     )
     .unwrap();
