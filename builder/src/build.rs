@@ -86,6 +86,9 @@ pub enum Error {
     /// A `--from-capture` folder could not be read.
     #[error(transparent)]
     Capture(crate::capture::lock::LockError),
+    /// A signing key could not be used, or signing failed.
+    #[error(transparent)]
+    Sign(#[from] crate::sign::Error),
 }
 
 /// Result with this module's [`Error`].
@@ -115,6 +118,8 @@ pub struct BuildPlan {
     pub from_capture: Vec<PathBuf>,
     /// Fail when image discovery has warnings or unresolved references.
     pub strict: bool,
+    /// Secret keys to sign the installer with (`--sign`, repeatable).
+    pub sign: Vec<PathBuf>,
 }
 
 /// What a build produced.
@@ -156,6 +161,12 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
         spec::add_missing(&mut spec.images, captured);
     }
     let epoch = source_date_epoch()?;
+    // Keys first: a wrong password fails before any work.
+    let keys = plan
+        .sign
+        .iter()
+        .map(|k| crate::sign::load_secret_key(k))
+        .collect::<Result<Vec<_>, _>>()?;
     let stub_path = match &plan.stub {
         Some(p) => p.clone(),
         None => default_stub()?,
@@ -228,7 +239,7 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
     };
-    let tmp = tempfile::Builder::new()
+    let mut tmp = tempfile::Builder::new()
         .prefix(".airlock-build-")
         .tempfile_in(&out_dir)
         .map_err(io_err(format!(
@@ -261,11 +272,35 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
             images,
             install,
         },
-        WriteOptions { level: plan.level },
+        WriteOptions {
+            level: plan.level,
+            ..WriteOptions::default()
+        },
         &|done| bar.set(done),
     )?;
     drop(writer);
     bar.finish();
+    if !keys.is_empty() {
+        let file_name = plan
+            .output
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let comment =
+            crate::sign::trusted_comment(epoch, &file_name, &build_info.name, &build_info.version);
+        let signatures = keys
+            .iter()
+            .map(|k| {
+                let f = File::open(tmp.path()).map_err(io_err("read the installer back"))?;
+                Ok(crate::sign::sign_message(
+                    k,
+                    io::Read::take(f, summary.file_len),
+                    &comment,
+                )?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        crate::sign::append_section(tmp.as_file_mut(), summary.file_len, signatures)?;
+    }
     tmp.as_file()
         .set_permissions(fs::Permissions::from_mode(0o755))
         .map_err(io_err("make the installer executable"))?;
@@ -476,7 +511,11 @@ pub fn inspect(path: &Path) -> Result<airlock_payload::Summary> {
 
 /// True when `err` means an installer is corrupt or truncated (exit code 3).
 pub fn is_corrupt(err: &Error) -> bool {
-    matches!(err, Error::Payload(e) if e.is_corrupt())
+    match err {
+        Error::Payload(e) => e.is_corrupt(),
+        Error::Sign(e) => e.is_corrupt(),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use airlock_builder::build::{self, BuildPlan};
 use airlock_builder::capture::{self, CaptureOptions};
 use airlock_builder::image::{Mirror, RegistryOptions};
+use airlock_builder::sign;
 use clap::{Parser, Subcommand};
 
 /// Build one executable file that carries a Kubernetes distribution, its binaries, its
@@ -57,6 +58,31 @@ enum Command {
         /// Fail when image discovery (`discover:`) warns or leaves references unresolved.
         #[arg(long)]
         strict: bool,
+        /// Sign the installer with this minisign secret key (repeatable: one signature per
+        /// key). An encrypted key's password comes from AIRLOCK_KEY_PASSWORD or a prompt.
+        #[arg(long = "sign", value_name = "KEY")]
+        sign: Vec<PathBuf>,
+    },
+    /// Make a minisign key pair for signing installers: PREFIX.key (secret, mode 0600) and
+    /// PREFIX.pub. The secret key is encrypted with a password from AIRLOCK_KEY_PASSWORD or
+    /// asked for on the terminal, unless --no-password.
+    Keygen {
+        /// Path prefix of the two files, e.g. `release` for release.key and release.pub.
+        #[arg(short, long, value_name = "PREFIX")]
+        output: PathBuf,
+        /// Store the secret key unencrypted (for keys kept in a secrets store).
+        #[arg(long)]
+        no_password: bool,
+    },
+    /// Sign an existing installer in place (atomically: temporary file + rename). Only the
+    /// signature section after the installer changes; a key that signed before has its
+    /// signature replaced, others are kept. A damaged installer is refused (exit 3).
+    Sign {
+        /// The installer.
+        file: PathBuf,
+        /// A minisign secret key (repeatable).
+        #[arg(short, long = "key", value_name = "KEY", required = true)]
+        key: Vec<PathBuf>,
     },
     /// Run a pull-through registry that records every image pulled through it into DIR, for
     /// `airlock build --from-capture DIR` (or `images: - from: capture:DIR`).
@@ -124,7 +150,10 @@ fn main() -> ExitCode {
             }
             let corrupt = err
                 .downcast_ref::<build::Error>()
-                .is_some_and(build::is_corrupt);
+                .is_some_and(build::is_corrupt)
+                || err
+                    .downcast_ref::<airlock_builder::sign::Error>()
+                    .is_some_and(|e| e.is_corrupt());
             ExitCode::from(if corrupt { 3 } else { 1 })
         }
     }
@@ -152,8 +181,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             registry_mirror,
             from_capture,
             strict,
+            sign,
         } => {
             let plan = BuildPlan {
+                sign: sign.clone(),
                 from_capture: from_capture.clone(),
                 spec: spec.clone(),
                 output: output.clone(),
@@ -176,6 +207,43 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 );
             } else if !cli.quiet {
                 println!("wrote {}\n{}", report.output.display(), report.summary);
+            }
+        }
+        Command::Keygen {
+            output,
+            no_password,
+        } => {
+            let password = sign::NewPassword::from_env(*no_password)?;
+            let report = sign::keygen(output, password)?;
+            if !cli.quiet {
+                println!(
+                    "wrote {} (secret, keep it safe) and {}\nkey id: {}",
+                    report.secret.display(),
+                    report.public.display(),
+                    report.key_id
+                );
+            }
+        }
+        Command::Sign { file, key } => {
+            let keys = key
+                .iter()
+                .map(|k| sign::load_secret_key(k))
+                .collect::<Result<Vec<_>, _>>()?;
+            let timestamp = match std::env::var("SOURCE_DATE_EPOCH") {
+                Ok(s) if !s.trim().is_empty() => s.trim().parse()?,
+                _ => std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_secs(),
+            };
+            let report = sign::sign_file(file, &keys, timestamp)?;
+            if !cli.quiet {
+                println!(
+                    "signed {} with {} ({} signature{} in the file)",
+                    report.file.display(),
+                    report.signed_by.join(", "),
+                    report.signatures,
+                    if report.signatures == 1 { "" } else { "s" }
+                );
             }
         }
         Command::Capture {

@@ -63,8 +63,11 @@ pub enum Error {
     /// The index is well-formed JSON but breaks a rule of SPEC.md.
     #[error("installer is corrupt: invalid index: {0}")]
     InvalidIndex(String),
+    /// The signature section after the trailer is damaged or breaks a rule of SPEC.md.
+    #[error("installer is corrupt: {0}")]
+    Signature(String),
     /// A format version this reader does not know.
-    #[error("unsupported installer format version {0} (this program reads version 1)")]
+    #[error("unsupported installer format version {0} (this program reads versions 1 and 2)")]
     UnsupportedVersion(u32),
     /// Reading or writing failed.
     #[error("failed to {context}")]

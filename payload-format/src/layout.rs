@@ -3,8 +3,11 @@
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 
-/// Format version this crate writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format version this crate writes. Version 2 adds the signature section after the
+/// trailer and the index's `sbom`; this crate reads versions 1 and 2.
+pub const FORMAT_VERSION: u32 = 2;
+/// Oldest format version this crate reads.
+pub const MIN_FORMAT_VERSION: u32 = 1;
 /// Magic at the start of the header.
 pub const HEADER_MAGIC: &[u8; 8] = b"AIRLOCKH";
 /// Magic at the start of the trailer.
@@ -28,11 +31,16 @@ pub struct Header {
 }
 
 impl Header {
-    /// Encodes the header with its checksum.
+    /// Encodes the header with its checksum, as format version [`FORMAT_VERSION`].
     pub fn to_bytes(&self) -> [u8; HEADER_LEN as usize] {
+        self.to_bytes_version(FORMAT_VERSION)
+    }
+
+    /// Encodes the header with its checksum, as format `version`.
+    pub fn to_bytes_version(&self, version: u32) -> [u8; HEADER_LEN as usize] {
         let mut b = [0u8; HEADER_LEN as usize];
         b[0..8].copy_from_slice(HEADER_MAGIC);
-        b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[8..12].copy_from_slice(&version.to_le_bytes());
         b[16..24].copy_from_slice(&self.file_len.to_le_bytes());
         b[24..32].copy_from_slice(&self.trailer_offset.to_le_bytes());
         let sum = Sha256Digest::of(&b[0..32]);
@@ -95,11 +103,17 @@ pub struct Trailer {
 pub const FRAMES_OFFSET: u64 = HEADER_LEN;
 
 impl Trailer {
-    /// Encodes the trailer with its checksum.
+    /// Encodes the trailer with its checksum, as format version [`FORMAT_VERSION`].
     pub fn to_bytes(&self) -> [u8; TRAILER_LEN as usize] {
+        self.to_bytes_version(FORMAT_VERSION)
+    }
+
+    /// Encodes the trailer with its checksum, as format `version` (writers of version 1
+    /// files exist for compatibility tests).
+    pub fn to_bytes_version(&self, version: u32) -> [u8; TRAILER_LEN as usize] {
         let mut b = [0u8; TRAILER_LEN as usize];
         b[0..8].copy_from_slice(TRAILER_MAGIC);
-        b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[8..12].copy_from_slice(&version.to_le_bytes());
         let fields = [
             self.payload_offset,
             FRAMES_OFFSET,
@@ -144,8 +158,8 @@ impl Trailer {
                 "trailer checksum mismatch (the last 256 bytes were changed)",
             ));
         }
-        let version = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
-        if version != FORMAT_VERSION {
+        let version = Self::version_of(file);
+        if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(Error::UnsupportedVersion(version));
         }
         if b[12..16] != [0; 4] {
@@ -191,6 +205,13 @@ impl Trailer {
             return Err(Error::corrupt("trailer offsets do not describe this file"));
         }
         Ok(t)
+    }
+
+    /// The format version recorded in the trailer at the end of `file` (unchecked: call
+    /// [`Trailer::from_file_end`] first).
+    pub fn version_of(file: &[u8]) -> u32 {
+        let b = &file[file.len() - TRAILER_LEN as usize..];
+        u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"))
     }
 
     /// Absolute byte range of the frames region.

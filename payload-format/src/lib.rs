@@ -48,6 +48,7 @@ mod install;
 mod layout;
 mod meta;
 mod reader;
+mod signature;
 mod summary;
 mod writer;
 
@@ -63,11 +64,15 @@ pub use install::{
     ContainerdEngine, Engine, Hook, HookStage, InstallConfig, InstallError, K3sEngine,
 };
 pub use layout::{
-    align_payload, Header, Trailer, FORMAT_VERSION, HEADER_LEN, HEADER_MAGIC, PAYLOAD_ALIGN,
-    TRAILER_END_MAGIC, TRAILER_LEN, TRAILER_MAGIC,
+    align_payload, Header, Trailer, FORMAT_VERSION, HEADER_LEN, HEADER_MAGIC, MIN_FORMAT_VERSION,
+    PAYLOAD_ALIGN, TRAILER_END_MAGIC, TRAILER_LEN, TRAILER_MAGIC,
 };
 pub use meta::{Meta, Name, NameError, Version, VersionError, MAX_LABEL_LEN};
 pub use reader::{BlobReader, Installer, Payload, VerifyReport};
+pub use signature::{
+    SignatureSection, MAX_SIGNATURES, MAX_SIGNATURE_LEN, SIGNATURE_END_MAGIC, SIGNATURE_FOOTER_LEN,
+    SIGNATURE_FOOTER_MAGIC, SIGNATURE_MAGIC,
+};
 pub use summary::{human_bytes, Summary};
 pub use writer::{
     encode_frame, write_installer, BlobInput, BlobSource, BuildInfo, PayloadContents, WriteOptions,

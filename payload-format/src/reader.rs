@@ -12,12 +12,18 @@ use crate::error::{Error, Result};
 use crate::index::{Blob, Codec, Index, MAX_INDEX_RAW};
 use crate::layout::{align_payload, Header, Trailer, FRAMES_OFFSET, HEADER_LEN};
 use crate::meta::Meta;
+use crate::signature::SignatureSection;
 
 /// An installer whose trailer, header and meta record have been checked. Opening is cheap
 /// (no index, no content): `info` needs only this.
 #[derive(Debug, Clone)]
 pub struct Installer<'a> {
+    /// The whole file, signature section included.
     bytes: &'a [u8],
+    /// `bytes[..signed_len]`: the installer as written, the message signatures cover.
+    signed: &'a [u8],
+    format_version: u32,
+    signatures: Vec<String>,
     trailer: Trailer,
     meta: Meta,
 }
@@ -26,17 +32,32 @@ impl<'a> Installer<'a> {
     /// Opens the installer in `bytes` (the whole file). `elf_end` is the end of the stub's
     /// ELF image as its headers declare it ([`crate::declared_elf_end`]), used only to
     /// explain a missing trailer (truncation, `strip`, UPX).
-    pub fn open(bytes: &'a [u8], elf_end: Option<u64>) -> Result<Self> {
-        if let Some(end) = elf_end.filter(|&e| e > bytes.len() as u64) {
+    ///
+    /// A signature section after the trailer (SPEC.md) is parsed and its records kept (not
+    /// verified: that needs keys, see [`Installer::signatures`]); a damaged one is an error.
+    pub fn open(file: &'a [u8], elf_end: Option<u64>) -> Result<Self> {
+        if let Some(end) = elf_end.filter(|&e| e > file.len() as u64) {
             return Err(Error::TruncatedProgram {
-                actual: bytes.len() as u64,
+                actual: file.len() as u64,
                 program_len: end,
             });
         }
+        let (bytes, signatures) = if SignatureSection::is_present(file) {
+            let section = SignatureSection::from_file_end(file)?;
+            (&file[..section.signed_len as usize], section.signatures)
+        } else {
+            (file, Vec::new())
+        };
         if !Trailer::is_present(bytes) {
             return Err(diagnose_missing_trailer(bytes, elf_end));
         }
         let trailer = Trailer::from_file_end(bytes)?;
+        let format_version = Trailer::version_of(bytes);
+        if format_version < 2 && !signatures.is_empty() {
+            return Err(Error::Signature(
+                "a version 1 installer cannot carry a signature section".into(),
+            ));
+        }
         let po = trailer.payload_offset as usize;
         match Header::from_bytes(&bytes[po..po + HEADER_LEN as usize]) {
             Some(h)
@@ -51,10 +72,30 @@ impl<'a> Installer<'a> {
         let meta: Meta = serde_json::from_slice(meta_bytes)
             .map_err(|e| Error::corrupt(format!("meta record is not valid: {e}")))?;
         Ok(Installer {
-            bytes,
+            bytes: file,
+            signed: bytes,
+            format_version,
+            signatures,
             trailer,
             meta,
         })
+    }
+
+    /// The installer without its signature section: the message every signature covers
+    /// (the whole file when it is unsigned).
+    pub fn signed_message(&self) -> &'a [u8] {
+        self.signed
+    }
+
+    /// The signatures after the installer, each the text of a minisign `.minisig` file, in
+    /// the order they were added; empty when the file is unsigned. Not verified here.
+    pub fn signatures(&self) -> &[String] {
+        &self.signatures
+    }
+
+    /// The format version of the file (1 or 2).
+    pub fn format_version(&self) -> u32 {
+        self.format_version
     }
 
     /// The meta record.
@@ -67,7 +108,7 @@ impl<'a> Installer<'a> {
         &self.trailer
     }
 
-    /// The whole file.
+    /// The whole file, signature section included.
     pub fn bytes(&self) -> &'a [u8] {
         self.bytes
     }
@@ -165,6 +206,15 @@ fn diagnose_missing_trailer(bytes: &[u8], elf_end: Option<u64>) -> Error {
         .get(header_at as usize..(header_at + HEADER_LEN) as usize)
         .and_then(Header::from_bytes);
     match header {
+        Some(h)
+            if len > h.file_len
+                && is_section_start(&bytes[h.file_len as usize..]) =>
+        {
+            Error::Signature(format!(
+                "signature section is damaged: the {} bytes after the installer do not end with a valid signature footer (cut short or modified)",
+                len - h.file_len
+            ))
+        }
         Some(h) if len < h.file_len => {
             Error::Truncated { actual: len, expected: h.file_len, missing: h.file_len - len }
         }
@@ -193,6 +243,12 @@ fn diagnose_missing_trailer(bytes: &[u8], elf_end: Option<u64>) -> Error {
                 .into(),
         },
     }
+}
+
+/// True when `rest` (the bytes after an installer's end) begins like a signature section.
+fn is_section_start(rest: &[u8]) -> bool {
+    let magic = crate::signature::SIGNATURE_MAGIC;
+    rest.starts_with(magic) || magic.starts_with(rest)
 }
 
 /// A loaded payload: the checked index plus the bytes it describes.

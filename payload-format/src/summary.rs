@@ -4,7 +4,6 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::layout::FORMAT_VERSION;
 use crate::meta::Meta;
 use crate::reader::Installer;
 
@@ -18,6 +17,10 @@ pub struct Summary {
     pub format_version: u32,
     /// Length of the whole file.
     pub file_len: u64,
+    /// Length of the signed part (the installer without its signature section).
+    pub signed_len: u64,
+    /// Number of signatures after the installer (not verified here).
+    pub signature_count: usize,
     /// Where the payload starts (the stub's length, aligned).
     pub payload_offset: u64,
     /// Number of index entries.
@@ -30,8 +33,10 @@ impl Installer<'_> {
         let t = self.trailer();
         Summary {
             meta: self.meta().clone(),
-            format_version: FORMAT_VERSION,
-            file_len: t.file_len,
+            format_version: self.format_version(),
+            file_len: self.bytes().len() as u64,
+            signed_len: t.file_len,
+            signature_count: self.signatures().len(),
             payload_offset: t.payload_offset,
             entry_count: t.entry_count,
         }
@@ -86,7 +91,15 @@ impl fmt::Display for Summary {
             human_bytes(self.payload_offset),
             self.format_version
         )?;
-        write!(f, "built by:  {} (created {})", m.builder, m.created)
+        writeln!(f, "built by:  {} (created {})", m.builder, m.created)?;
+        write!(
+            f,
+            "signed:    {}",
+            match self.signature_count {
+                0 => "no".to_owned(),
+                n => format!("{n} signature{}", if n == 1 { "" } else { "s" }),
+            }
+        )
     }
 }
 

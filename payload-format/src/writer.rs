@@ -82,11 +82,17 @@ pub struct BuildInfo {
 pub struct WriteOptions {
     /// zstd level.
     pub level: i32,
+    /// Format version to write: [`crate::FORMAT_VERSION`], or 1 for compatibility tests
+    /// (a version 1 file carries no SBOM and cannot be signed).
+    pub format_version: u32,
 }
 
 impl Default for WriteOptions {
     fn default() -> Self {
-        WriteOptions { level: 3 }
+        WriteOptions {
+            level: 3,
+            format_version: crate::layout::FORMAT_VERSION,
+        }
     }
 }
 
@@ -331,6 +337,11 @@ pub fn write_installer<W: Write + Seek + Send>(
     opts: WriteOptions,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<WriteSummary> {
+    if !(crate::layout::MIN_FORMAT_VERSION..=crate::layout::FORMAT_VERSION)
+        .contains(&opts.format_version)
+    {
+        return Err(Error::UnsupportedVersion(opts.format_version));
+    }
     let PayloadContents {
         blobs,
         entries,
@@ -446,7 +457,10 @@ pub fn write_installer<W: Write + Seek + Send>(
         index_sha256: Sha256Digest::of(&index_bytes),
         file_len,
     };
-    w.put(&trailer.to_bytes(), "the trailer")?;
+    w.put(
+        &trailer.to_bytes_version(opts.format_version),
+        "the trailer",
+    )?;
     out.seek(SeekFrom::Start(payload_offset))
         .map_err(Error::io("seek to the header"))?;
     out.write_all(

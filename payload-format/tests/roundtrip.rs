@@ -335,3 +335,104 @@ fn truncation_inside_the_program_is_reported_as_truncation() {
         "{err}"
     );
 }
+
+fn small_tree() -> BTreeMap<String, Node> {
+    let mut t = BTreeMap::new();
+    t.insert("etc/motd".into(), Node::File(b"hello".to_vec(), 0o644));
+    t
+}
+
+fn with_signatures(unsigned: &[u8], sigs: &[&str]) -> Vec<u8> {
+    let section = SignatureSection {
+        signed_len: unsigned.len() as u64,
+        signatures: sigs.iter().map(|s| s.to_string()).collect(),
+    };
+    let mut file = unsigned.to_vec();
+    file.extend(section.to_bytes().unwrap());
+    file
+}
+
+#[test]
+fn a_signed_file_opens_and_its_message_is_the_unsigned_file() {
+    let (unsigned, _) = build(&small_tree());
+    let signed = with_signatures(&unsigned, &["one", "two"]);
+    let inst = Installer::open(&signed, Some(STUB_LEN as u64)).unwrap();
+    assert_eq!(inst.signed_message(), &unsigned[..]);
+    assert_eq!(inst.signatures(), ["one", "two"]);
+    assert_eq!(inst.format_version(), FORMAT_VERSION);
+    assert_eq!(inst.summary().file_len, signed.len() as u64);
+    assert_eq!(inst.summary().signed_len, unsigned.len() as u64);
+    let payload = inst.load_index().unwrap();
+    assert!(payload.verify(true, &|_| {}).damaged.is_empty());
+    assert_eq!(read_file(&payload, "etc/motd"), b"hello");
+}
+
+#[test]
+fn a_signature_section_cut_short_is_named_as_damaged_signatures() {
+    let (unsigned, _) = build(&small_tree());
+    let signed = with_signatures(&unsigned, &["one"]);
+    for cut in [
+        1,
+        20,
+        SIGNATURE_FOOTER_LEN as usize,
+        signed.len() - unsigned.len() - 1,
+    ] {
+        let err =
+            Installer::open(&signed[..signed.len() - cut], Some(STUB_LEN as u64)).unwrap_err();
+        assert!(err.is_corrupt(), "{cut}: {err}");
+        assert!(
+            err.to_string().contains("signature section is damaged"),
+            "{cut}: {err}"
+        );
+    }
+}
+
+#[test]
+fn version_1_files_still_open_and_verify_but_cannot_carry_signatures() {
+    let tree = small_tree();
+    let (v2, entries) = build(&tree);
+    // The same tree written as version 1.
+    let Node::File(data, _) = &tree["etc/motd"] else {
+        unreachable!()
+    };
+    let digest = Sha256Digest::of(data);
+    let info = BuildInfo {
+        name: "t".into(),
+        version: "1".into(),
+        platform: "linux/amd64".into(),
+        created: 1,
+        mtime: 1,
+        builder: "test".into(),
+    };
+    let mut out = Cursor::new(Vec::new());
+    write_installer(
+        &mut out,
+        &vec![0x7f; STUB_LEN],
+        &info,
+        PayloadContents {
+            blobs: vec![BlobInput {
+                digest,
+                size: data.len() as u64,
+                precompressed: false,
+                name: "etc/motd".into(),
+                source: Box::new(data.clone()),
+            }],
+            entries,
+            ..Default::default()
+        },
+        WriteOptions {
+            format_version: 1,
+            ..WriteOptions::default()
+        },
+        &|_| {},
+    )
+    .unwrap();
+    let v1 = out.into_inner();
+    assert_eq!(v1.len(), v2.len(), "only the version fields differ");
+    let inst = Installer::open(&v1, Some(STUB_LEN as u64)).unwrap();
+    assert_eq!(inst.format_version(), 1);
+    let payload = inst.load_index().unwrap();
+    assert!(payload.verify(true, &|_| {}).damaged.is_empty());
+    let err = Installer::open(&with_signatures(&v1, &["x"]), None).unwrap_err();
+    assert!(err.to_string().contains("version 1"), "{err}");
+}

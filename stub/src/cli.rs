@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 const AFTER_HELP: &str = "\
-Exit codes: 0 success, 1 error, 2 usage, 3 the installer is corrupt or truncated.
+Exit codes: 0 success, 1 error, 2 usage, 3 the installer is corrupt or truncated, or fails \
+a signature check.
+
+Signatures: when <root>/etc/airlock/trusted-keys/ (or AIRLOCK_TRUSTED_KEYS=DIR) holds minisign \
+public keys (*.pub), install, extract and registry serve refuse a file not signed by one of them.
 
 Debugging: AIRLOCK_INSTALLER=/path/file.run makes this program operate on that file instead \
 of itself. RUST_LOG=debug (or -v) prints what it does on stderr.";
@@ -66,14 +70,51 @@ pub enum Command {
     /// mirror config (containerd `certs.d/<host>/hosts.toml` and `_default`, k3s
     /// `registries.yaml`), record. Re-running converges; `uninstall` undoes it.
     Install(InstallArgs),
+    /// The installer's signatures.
+    #[command(subcommand)]
+    Signature(SignatureCommand),
     /// Undo an install: stop the registry and remove what `install` created, as its record
     /// under `<root>/var/lib/airlock/` says. What existed before the install is kept.
     Uninstall(UninstallArgs),
 }
 
+/// `signature` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SignatureCommand {
+    /// Write the signed message and each signature for an independent check:
+    /// `DIR/message` and `DIR/<keyid>.minisig`, so that
+    /// `minisign -V -p release.pub -m DIR/message -x DIR/<keyid>.minisig` verifies.
+    Export {
+        /// The folder to write into (created if missing).
+        #[arg(short, long, value_name = "DIR")]
+        output: PathBuf,
+    },
+}
+
+/// Public keys a command requires a signature by.
+#[derive(Debug, Args, Default)]
+pub struct KeyArgs {
+    /// Require a valid signature by this minisign public key (repeatable: any one suffices).
+    #[arg(long = "key", value_name = "PUB")]
+    pub keys: Vec<PathBuf>,
+    /// Require a valid signature by one of the public keys (*.pub) in DIR.
+    #[arg(long, value_name = "DIR")]
+    pub key_dir: Option<PathBuf>,
+}
+
+impl KeyArgs {
+    /// True when no key was given.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.key_dir.is_none()
+    }
+}
+
 /// Arguments of `install`.
 #[derive(Debug, Args)]
 pub struct InstallArgs {
+    /// Keys the installer must be signed by (besides the trusted-keys folder).
+    #[command(flatten)]
+    pub keys: KeyArgs,
     /// Install under this folder instead of `/` (no root privileges needed; created if
     /// missing, its parent must exist). `--root /` is the real root.
     #[arg(long, value_name = "DIR")]
@@ -164,6 +205,9 @@ pub struct VerifyArgs {
     /// Also decompress every content and check its own digest (slower).
     #[arg(long)]
     pub deep: bool,
+    /// Keys the installer must be signed by.
+    #[command(flatten)]
+    pub keys: KeyArgs,
 }
 
 /// Arguments of `extract`.

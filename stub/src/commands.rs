@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use airlock_payload::Installer;
 
-use crate::cli::{Cli, Command, InstallArgs, RegistryCommand, ServeArgs};
+use crate::cli::{
+    Cli, Command, InstallArgs, KeyArgs, RegistryCommand, ServeArgs, SignatureCommand,
+};
 use crate::extract::{extract, ExtractOptions};
 use crate::info::{write_summary, InfoReport};
 use crate::install::{self, host::RealHost, run::InstallOptions};
@@ -15,7 +17,7 @@ use crate::progress::bytes_bar;
 use crate::registry::{serve, shutdown_signal, Pages, Registry, ServeOptions};
 use crate::selfexe::InstallerFile;
 use crate::sys::Statvfs;
-use crate::{list, verify, Error, Result};
+use crate::{list, signature, verify, Error, Result};
 use airlock_payload::human_bytes;
 
 /// Runs `cli` against the running installer (or `AIRLOCK_INSTALLER`), writing results to
@@ -55,7 +57,7 @@ pub fn run_on(
     match &cli.command {
         None => write_summary(&installer, program, out),
         Some(Command::Info(a)) => {
-            let report = InfoReport::new(&installer, path);
+            let report = InfoReport::new(&installer, path)?;
             if a.json {
                 report.write_json(out)
             } else {
@@ -71,10 +73,32 @@ pub fn run_on(
             }
         }
         Some(Command::Verify(a)) => {
+            // Keys first: a bad key file is a usage problem, found before the long check.
+            let keys = load_keys(&a.keys)?;
             let bar = bytes_bar(0, "verify", cli.quiet);
-            verify::verify(&installer, a.deep, &bar, pages.release, out).map(|_| ())
+            verify::verify(&installer, a.deep, &bar, pages.release, out)?;
+            if !keys.is_empty() {
+                for s in signature::check(&installer, &keys, "--key")? {
+                    writeln!(
+                        out,
+                        "good signature by key {}: {}",
+                        s.key_id, s.trusted_comment
+                    )
+                    .map_err(Error::Output)?;
+                }
+            }
+            Ok(())
+        }
+        Some(Command::Signature(SignatureCommand::Export { output })) => {
+            for path in signature::export(&installer, output)? {
+                if !cli.quiet {
+                    writeln!(out, "wrote {}", path.display()).map_err(Error::Output)?;
+                }
+            }
+            Ok(())
         }
         Some(Command::Extract(a)) => {
+            signature::enforce_policy(&installer, Path::new("/"), &[])?;
             let payload = installer.load_index()?;
             let bar = bytes_bar(0, "extract", cli.quiet);
             let opts = ExtractOptions {
@@ -99,9 +123,15 @@ pub fn run_on(
             Ok(())
         }
         Some(Command::Registry(RegistryCommand::Serve(a))) => {
+            signature::enforce_policy(&installer, Path::new("/"), &[])?;
             serve_registry(&installer, a, pages, out)
         }
-        Some(Command::Install(a)) => install(&installer, a, path, cli.quiet, pages, out),
+        Some(Command::Install(a)) => {
+            let keys = load_keys(&a.keys)?;
+            let root = a.root.as_deref().unwrap_or(Path::new("/"));
+            signature::enforce_policy(&installer, root, &keys)?;
+            install(&installer, a, path, cli.quiet, pages, out)
+        }
         Some(Command::Uninstall(a)) => install::run::uninstall(
             &installer.meta().name,
             a.root.as_deref(),
@@ -110,6 +140,19 @@ pub fn run_on(
             out,
         ),
     }
+}
+
+/// The keys of `--key` and `--key-dir`.
+fn load_keys(args: &KeyArgs) -> Result<Vec<signature::TrustedKey>> {
+    let mut keys = args
+        .keys
+        .iter()
+        .map(|k| signature::load_key(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(dir) = &args.key_dir {
+        keys.extend(signature::load_key_dir(dir)?);
+    }
+    Ok(keys)
 }
 
 /// `install`: asks for confirmation only without `--yes` and with a terminal on stdin.

@@ -147,6 +147,9 @@ pub enum Error {
     /// The confirmation answer could not be read.
     #[error("failed to read the answer to the confirmation question")]
     Prompt(#[source] io::Error),
+    /// A signature check failed, or a key could not be used.
+    #[error(transparent)]
+    Signature(#[from] crate::signature::SignatureError),
     /// Writing the command's output failed.
     #[error("failed to write output")]
     Output(#[source] io::Error),
@@ -159,6 +162,7 @@ impl Error {
         match self {
             Error::Payload(e) | Error::Content { source: e, .. } => e.is_corrupt(),
             Error::Damaged { .. } => true,
+            Error::Signature(e) => e.is_corrupt(),
             _ => false,
         }
     }

@@ -26,6 +26,8 @@ use airlock_payload::human_bytes;
 /// | `total_size` | bytes a full extract writes |
 /// | `stored_size` | bytes the content takes in the file |
 /// | `blob_count`, `frame_count` | distinct contents, compression frames |
+/// | `signed_len`, `signature_count` | length without the signature section; signatures |
+/// | `signatures` | `[{key_id, trusted_comment}]`, unverified (`verify --key` checks) |
 #[derive(Debug, Clone, Serialize)]
 pub struct InfoReport {
     /// Path of the installer file.
@@ -33,20 +35,33 @@ pub struct InfoReport {
     /// What `airlock inspect` shows too.
     #[serde(flatten)]
     pub summary: Summary,
+    /// Who signed the file (not verified: `verify --key` does that).
+    pub signatures: Vec<crate::signature::SignatureInfo>,
 }
 
 impl InfoReport {
     /// Gathers the report from an opened installer.
-    pub fn new(installer: &Installer<'_>, file: &Path) -> Self {
-        InfoReport {
+    pub fn new(installer: &Installer<'_>, file: &Path) -> Result<Self> {
+        Ok(InfoReport {
             file: file.display().to_string(),
             summary: installer.summary(),
-        }
+            signatures: crate::signature::describe(installer)?,
+        })
     }
 
     /// Writes the report as aligned `key: value` lines.
     pub fn write_text(&self, out: &mut dyn Write) -> Result<()> {
-        writeln!(out, "{}\nfile:      {}", self.summary, self.file).map_err(Error::Output)
+        writeln!(out, "{}\nfile:      {}", self.summary, self.file).map_err(Error::Output)?;
+        for s in &self.signatures {
+            writeln!(
+                out,
+                "signer:    key {} ({})",
+                s.key_id,
+                s.trusted_comment.replace('\t', " ")
+            )
+            .map_err(Error::Output)?;
+        }
+        Ok(())
     }
 
     /// Writes the report as one JSON object and a newline.
@@ -70,7 +85,8 @@ pub fn write_summary(installer: &Installer<'_>, program: &str, out: &mut dyn Wri
          Commands:\n  \
            info                            show metadata and format facts (--json)\n  \
            list                            list every file, folder, link and image (--json)\n  \
-           verify                          check the integrity of the whole file (--deep)\n  \
+           verify                          check the integrity of the whole file (--deep, --key PUB)\n  \
+           signature export -o DIR         write the signed message and signatures for minisign\n  \
            extract --target DIR [PATH...]  lay out all files, or the named ones\n  \
            registry serve [--listen ADDR]  serve the images as an OCI registry\n  \
            install [--root DIR] [--dry-run] install files, registry service and mirror config\n  \
@@ -105,13 +121,13 @@ mod tests {
         let tree = sample_tree();
         let bytes = installer_from_tree(tree.path());
         let installer = Installer::open(&bytes, None).unwrap();
-        let report = InfoReport::new(&installer, Path::new("/x/demo.run"));
+        let report = InfoReport::new(&installer, Path::new("/x/demo.run")).unwrap();
         let mut out = Vec::new();
         report.write_json(&mut out).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["file"], "/x/demo.run");
         assert_eq!(v["file_len"], bytes.len() as u64);
-        assert_eq!(v["format_version"], 1);
+        assert_eq!(v["format_version"], 2);
         assert_eq!(v["payload_offset"], 8192);
         assert_eq!(v["name"], "demo");
         assert_eq!(v["files"], installer.meta().files);
@@ -141,6 +157,7 @@ mod tests {
         let installer = Installer::open(&bytes, None).unwrap();
         let mut out = Vec::new();
         InfoReport::new(&installer, Path::new("demo.run"))
+            .unwrap()
             .write_text(&mut out)
             .unwrap();
         let text = String::from_utf8(out).unwrap();

@@ -19,8 +19,10 @@ use serde_json::Value;
 
 /// Environment variables that change what `airlock` or an installer does; every run starts
 /// without them so the caller's shell cannot leak into a test.
-const SCRUBBED_ENV: [&str; 5] = [
+const SCRUBBED_ENV: [&str; 7] = [
     "AIRLOCK_INSTALLER",
+    "AIRLOCK_KEY_PASSWORD",
+    "AIRLOCK_TRUSTED_KEYS",
     "AIRLOCK_STUB",
     "SOURCE_DATE_EPOCH",
     "RUST_LOG",
