@@ -13,11 +13,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use airlock_payload::{
-    write_installer, BlobInput, BlobSource, BuildInfo, Entry, EntryKind, EntryPath,
+    write_installer_cached, BlobInput, BlobSource, BuildInfo, Entry, EntryKind, EntryPath,
     PayloadContents, Sha256Digest, WriteOptions, WriteSummary,
 };
 use rayon::prelude::*;
 
+use crate::cache::{FileStamp, FrameStore, StatCache};
 use crate::discover;
 use crate::image::{self, CaptureOptions, RegistryOptions};
 use crate::progress::Progress;
@@ -89,6 +90,9 @@ pub enum Error {
     /// A signing key could not be used, or signing failed.
     #[error(transparent)]
     Sign(#[from] crate::sign::Error),
+    /// The build cache could not be pruned.
+    #[error(transparent)]
+    Cache(#[from] crate::cache::Error),
 }
 
 /// Result with this module's [`Error`].
@@ -120,6 +124,10 @@ pub struct BuildPlan {
     pub strict: bool,
     /// Secret keys to sign the installer with (`--sign`, repeatable).
     pub sign: Vec<PathBuf>,
+    /// Use the frame and stat caches in `registry.cache_dir` (`--no-cache` turns it off).
+    pub cache: bool,
+    /// After the build, prune the frame cache to this many bytes (`--cache-max`).
+    pub cache_max: Option<u64>,
 }
 
 /// What a build produced.
@@ -130,6 +138,12 @@ pub struct BuildReport {
     /// Its summary.
     #[serde(flatten)]
     pub summary: airlock_payload::Summary,
+    /// Frames taken from the build cache.
+    pub frames_reused: u64,
+    /// Frames compressed (or stored raw) in this build.
+    pub frames_encoded: u64,
+    /// Source files whose digest came from the stat cache (not read).
+    pub files_unread: u64,
 }
 
 /// Finds the default stub: `AIRLOCK_STUB`, else `airlock-stub` beside this program.
@@ -185,7 +199,10 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
 
     let sources = tree::gather(&spec.files)?;
     tracing::debug!(entries = sources.len(), "tree gathered");
-    let (entries, mut blobs) = hash_tree(&sources, plan.progress)?;
+    let cache_dir = &plan.registry.cache_dir;
+    let stat_cache = plan.cache.then(|| StatCache::open(cache_dir, &plan.spec));
+    let (entries, mut blobs, files_unread) =
+        hash_tree(&sources, plan.progress, stat_cache.as_ref())?;
     // Before any image is pulled: a missing engine program fails fast.
     let mut install = crate::engine::install_config(
         &spec.engine,
@@ -262,7 +279,8 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
             .try_clone()
             .map_err(io_err("open the output"))?,
     );
-    let summary: WriteSummary = write_installer(
+    let frame_store = plan.cache.then(|| FrameStore::new(cache_dir));
+    let summary: WriteSummary = write_installer_cached(
         &mut writer,
         &stub,
         &build_info,
@@ -276,6 +294,9 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
             level: plan.level,
             ..WriteOptions::default()
         },
+        frame_store
+            .as_ref()
+            .map(|s| s as &dyn airlock_payload::FrameCache),
         &|done| bar.set(done),
     )?;
     drop(writer);
@@ -315,9 +336,31 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
     // Read the result back through the reader: a writer bug shows here, not on a field site.
     let summary_back = inspect(&plan.output)?;
     debug_assert_eq!(summary_back.payload_offset, summary.payload_offset);
+    tracing::info!(
+        "frames: {} reused, {} compressed; files: {} unread",
+        summary.frames_reused,
+        summary.frames_encoded,
+        files_unread
+    );
+    if let Some(stat) = stat_cache {
+        if let Err(e) = stat.save() {
+            tracing::warn!("{e}");
+        }
+    }
+    if let (true, Some(max)) = (plan.cache, plan.cache_max) {
+        let pruned = crate::cache::prune(cache_dir, max)?;
+        tracing::debug!(
+            removed = pruned.removed,
+            freed = pruned.freed,
+            "frame cache pruned"
+        );
+    }
     Ok(BuildReport {
         output: plan.output.clone(),
         summary: summary_back,
+        frames_reused: summary.frames_reused,
+        frames_encoded: summary.frames_encoded,
+        files_unread,
     })
 }
 
@@ -377,9 +420,14 @@ fn source_of(sources: &[SourceEntry], path: &str) -> Option<PathBuf> {
     None
 }
 
-/// Hashes every file (in parallel), then maps sources onto index entries and distinct blobs
-/// in first-use order.
-fn hash_tree(sources: &[SourceEntry], progress: bool) -> Result<(Vec<Entry>, Vec<BlobInput>)> {
+/// Hashes every file (in parallel; a file whose stamp `stat` knows is not read), then maps
+/// sources onto index entries and distinct blobs in first-use order. Also returns how many
+/// files were not read.
+fn hash_tree(
+    sources: &[SourceEntry],
+    progress: bool,
+    stat: Option<&StatCache>,
+) -> Result<(Vec<Entry>, Vec<BlobInput>, u64)> {
     let total: u64 = sources
         .iter()
         .map(|s| match s.kind {
@@ -389,10 +437,21 @@ fn hash_tree(sources: &[SourceEntry], progress: bool) -> Result<(Vec<Entry>, Vec
         .sum();
     let bar = Progress::bytes(progress, "hashing", total);
     let done = AtomicU64::new(0);
+    let unread = AtomicU64::new(0);
     let hashed: Vec<Option<(Sha256Digest, u64, Option<SystemTime>)>> = sources
         .par_iter()
         .map(|s| match &s.kind {
             SourceKind::File { src, .. } => {
+                if let Some(stat) = stat {
+                    let md =
+                        fs::metadata(src).map_err(io_err(format!("inspect {}", src.display())))?;
+                    if let Some(digest) = stat.lookup(src, &FileStamp::of(&md)) {
+                        let n = md.len();
+                        bar.set(done.fetch_add(n, Ordering::Relaxed) + n);
+                        unread.fetch_add(1, Ordering::Relaxed);
+                        return Ok(Some((digest, n, md.modified().ok())));
+                    }
+                }
                 let f = File::open(src).map_err(io_err(format!("open {}", src.display())))?;
                 let md = f
                     .metadata()
@@ -401,6 +460,9 @@ fn hash_tree(sources: &[SourceEntry], progress: bool) -> Result<(Vec<Entry>, Vec
                     .map_err(io_err(format!("read {}", src.display())))?;
                 if n != md.len() || f.metadata().map(|m| m.mtime()).ok() != Some(md.mtime()) {
                     return Err(Error::SourceChanged(src.clone()));
+                }
+                if let Some(stat) = stat {
+                    stat.record(src, FileStamp::of(&md), digest);
                 }
                 bar.set(done.fetch_add(n, Ordering::Relaxed) + n);
                 Ok(Some((digest, n, md.modified().ok())))
@@ -453,7 +515,7 @@ fn hash_tree(sources: &[SourceEntry], progress: bool) -> Result<(Vec<Entry>, Vec
             kind,
         });
     }
-    Ok((entries, blobs))
+    Ok((entries, blobs, unread.into_inner()))
 }
 
 /// Appends the blobs of `captured` that `blobs` does not hold yet (images in index order,
@@ -524,6 +586,7 @@ mod tests {
     use crate::image::testutil::{layer, Layout};
     use crate::image::{capture_all, CaptureOptions, RegistryOptions};
     use crate::spec::{ImageSource, ImageSpec};
+    use airlock_payload::write_installer;
 
     /// Writes an installer with one file and the images of `specs` to memory.
     fn write(specs: &[ImageSpec], file_content: &[u8]) -> Vec<u8> {

@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 
 pub mod build;
+pub mod cache;
 pub mod capture;
 pub mod discover;
 pub mod engine;

@@ -62,6 +62,14 @@ enum Command {
         /// key). An encrypted key's password comes from AIRLOCK_KEY_PASSWORD or a prompt.
         #[arg(long = "sign", value_name = "KEY")]
         sign: Vec<PathBuf>,
+        /// Read every source file and compress every frame, neither using nor filling the
+        /// build cache (the output is the same bytes either way).
+        #[arg(long)]
+        no_cache: bool,
+        /// After the build, drop the least recently used frames of the build cache beyond
+        /// SIZE (e.g. 512M, 10G).
+        #[arg(long, value_name = "SIZE", default_value = "10G", value_parser = parse_size)]
+        cache_max: u64,
     },
     /// Make a minisign key pair for signing installers: PREFIX.key (secret, mode 0600) and
     /// PREFIX.pub. The secret key is encrypted with a password from AIRLOCK_KEY_PASSWORD or
@@ -83,6 +91,11 @@ enum Command {
         /// A minisign secret key (repeatable).
         #[arg(short, long = "key", value_name = "KEY", required = true)]
         key: Vec<PathBuf>,
+    },
+    /// Show or trim the build cache (AIRLOCK_CACHE_DIR, else ~/.cache/airlock).
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
     },
     /// Run a pull-through registry that records every image pulled through it into DIR, for
     /// `airlock build --from-capture DIR` (or `images: - from: capture:DIR`).
@@ -138,6 +151,26 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Print what the build cache holds: frames, stat files, registry blobs.
+    Info {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the least recently used frames beyond SIZE (without --max: every frame).
+    Prune {
+        /// Keep at most this many bytes of frames (e.g. 2G).
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        max: Option<u64>,
+    },
+}
+
+fn parse_size(text: &str) -> Result<u64, airlock_builder::cache::Error> {
+    airlock_builder::cache::parse_size(text)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
@@ -182,6 +215,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             from_capture,
             strict,
             sign,
+            no_cache,
+            cache_max,
         } => {
             let plan = BuildPlan {
                 sign: sign.clone(),
@@ -198,6 +233,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                     connect_timeout: None,
                 },
                 strict: *strict,
+                cache: !*no_cache,
+                cache_max: Some(*cache_max),
             };
             let report = build::build(&plan)?;
             if *json {
@@ -207,6 +244,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 );
             } else if !cli.quiet {
                 println!("wrote {}\n{}", report.output.display(), report.summary);
+                println!(
+                    "frames: {} reused, {} compressed",
+                    report.frames_reused, report.frames_encoded
+                );
             }
         }
         Command::Keygen {
@@ -297,6 +338,34 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 );
             } else {
                 print!("{plan}");
+            }
+        }
+        Command::Cache { command } => {
+            let dir = RegistryOptions::default_cache_dir();
+            match command {
+                CacheCommand::Info { json } => {
+                    let info = airlock_builder::cache::info(&dir)?;
+                    if *json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&info).expect("cache info serializes")
+                        );
+                    } else {
+                        println!("{info}");
+                    }
+                }
+                CacheCommand::Prune { max } => {
+                    let r = airlock_builder::cache::prune(&dir, max.unwrap_or(0))?;
+                    if !cli.quiet {
+                        println!(
+                            "removed {} frames ({}), kept {} ({})",
+                            r.removed,
+                            airlock_payload::human_bytes(r.freed),
+                            r.kept,
+                            airlock_payload::human_bytes(r.kept_bytes)
+                        );
+                    }
+                }
             }
         }
         Command::Inspect { file, json } => {

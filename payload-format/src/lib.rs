@@ -38,6 +38,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod cache;
 mod digest;
 mod elf;
 mod entry;
@@ -52,6 +53,7 @@ mod signature;
 mod summary;
 mod writer;
 
+pub use cache::{FrameCache, FrameKey};
 pub use digest::{DigestParseError, Sha256Digest};
 pub use elf::declared_elf_end;
 pub use entry::{Entry, EntryError, EntryKind, EntryPath, PathError, MAX_PATH_LEN};
@@ -75,6 +77,6 @@ pub use signature::{
 };
 pub use summary::{human_bytes, Summary};
 pub use writer::{
-    encode_frame, write_installer, BlobInput, BlobSource, BuildInfo, PayloadContents, WriteOptions,
-    WriteSummary, FRAME_SIZE, SOLID_THRESHOLD,
+    encode_frame, write_installer, write_installer_cached, BlobInput, BlobSource, BuildInfo,
+    PayloadContents, WriteOptions, WriteSummary, FRAME_SIZE, SOLID_THRESHOLD,
 };

@@ -2,6 +2,10 @@
 //!
 //! Memory stays bounded: frames are gathered, compressed and written a batch at a time, and a
 //! frame never holds more than [`FRAME_SIZE`] decoded bytes.
+//!
+//! With a [`FrameCache`] ([`write_installer_cached`]), a frame whose key is cached and whose
+//! entry checks out is taken from the cache without reading its sources; any other frame is
+//! encoded as usual and stored. The output is the same bytes either way.
 
 use std::io::{self, Seek, SeekFrom, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,6 +13,7 @@ use std::sync::{mpsc, Condvar, Mutex};
 
 use sha2::{Digest as _, Sha256};
 
+use crate::cache::{CachedFrame, FrameCache, KeyInputs};
 use crate::digest::Sha256Digest;
 use crate::entry::{Entry, EntryKind};
 use crate::error::{Error, Result};
@@ -105,6 +110,10 @@ pub struct WriteSummary {
     pub file_len: u64,
     /// Offset where the payload starts.
     pub payload_offset: u64,
+    /// Frames taken from the frame cache (0 without one).
+    pub frames_reused: u64,
+    /// Frames encoded (gathered from their sources and compressed or stored raw).
+    pub frames_encoded: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -228,6 +237,43 @@ fn gather(plan: &PlannedFrame, blobs: &[BlobInput]) -> Result<Vec<u8>> {
     Ok(raw)
 }
 
+/// Takes `plan` from `cache` when it holds a sound entry; else gathers and encodes it (and
+/// stores the result). The flag says whether the frame was reused.
+fn encode_planned(
+    plan: &PlannedFrame,
+    blobs: &[BlobInput],
+    level: i32,
+    cache: Option<&dyn FrameCache>,
+) -> Result<(Frame, Vec<u8>, bool)> {
+    let Some(cache) = cache else {
+        let (frame, stored) =
+            encode_frame(gather(plan, blobs)?, plan.precompressed, plan.solid, level)?;
+        return Ok((frame, stored, false));
+    };
+    let pieces: Vec<(Sha256Digest, u64, u64)> = plan
+        .pieces
+        .iter()
+        .map(|p| (blobs[p.blob].digest, p.offset, p.len))
+        .collect();
+    let key = KeyInputs {
+        level,
+        precompressed: plan.precompressed,
+        solid: plan.solid,
+        probe_len: PROBE_LEN,
+        pieces: &pieces,
+    }
+    .key();
+    if let Some(entry) = cache.load(&key) {
+        if let Some((frame, stored)) = CachedFrame::decode(entry, plan.raw_len) {
+            return Ok((frame, stored, true));
+        }
+    }
+    let (frame, stored) =
+        encode_frame(gather(plan, blobs)?, plan.precompressed, plan.solid, level)?;
+    cache.store(&key, &CachedFrame::encode(&frame, &stored));
+    Ok((frame, stored, false))
+}
+
 struct HashingWriter<'w, W> {
     inner: &'w mut W,
     hasher: Sha256,
@@ -252,7 +298,8 @@ fn compress_in_order(
     plan: &[PlannedFrame],
     blobs: &[BlobInput],
     level: i32,
-    mut sink: impl FnMut(Frame, Vec<u8>) -> Result<()>,
+    cache: Option<&dyn FrameCache>,
+    mut sink: impl FnMut(Frame, Vec<u8>, bool) -> Result<()>,
 ) -> Result<()> {
     const WINDOW_PER_THREAD: usize = 2;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -263,7 +310,7 @@ fn compress_in_order(
     let state = Mutex::new((0usize, false));
     let moved = Condvar::new();
     std::thread::scope(|scope| -> Result<()> {
-        let (tx, rx) = mpsc::channel::<(usize, Result<(Frame, Vec<u8>)>)>();
+        let (tx, rx) = mpsc::channel::<(usize, Result<(Frame, Vec<u8>, bool)>)>();
         for _ in 0..threads {
             let tx = tx.clone();
             let (next, state, moved) = (&next, &state, &moved);
@@ -282,8 +329,7 @@ fn compress_in_order(
                     }
                 }
                 let p = &plan[i];
-                let encoded = gather(p, blobs)
-                    .and_then(|raw| encode_frame(raw, p.precompressed, p.solid, level));
+                let encoded = encode_planned(p, blobs, level, cache);
                 if tx.send((i, encoded)).is_err() {
                     return;
                 }
@@ -295,8 +341,8 @@ fn compress_in_order(
         let result = (|| {
             for (i, encoded) in &rx {
                 pending.insert(i, encoded?);
-                while let Some((frame, stored)) = pending.remove(&cursor) {
-                    sink(frame, stored)?;
+                while let Some((frame, stored, reused)) = pending.remove(&cursor) {
+                    sink(frame, stored, reused)?;
                     cursor += 1;
                     state.lock().expect("writer state lock").0 = cursor;
                     moved.notify_all();
@@ -337,6 +383,20 @@ pub fn write_installer<W: Write + Seek + Send>(
     opts: WriteOptions,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<WriteSummary> {
+    write_installer_cached(out, stub, info, contents, opts, None, progress)
+}
+
+/// [`write_installer`] that reuses frames from `cache` and stores the frames it encodes
+/// there. The output does not depend on what the cache holds.
+pub fn write_installer_cached<W: Write + Seek + Send>(
+    out: &mut W,
+    stub: &[u8],
+    info: &BuildInfo,
+    contents: PayloadContents,
+    opts: WriteOptions,
+    cache: Option<&dyn FrameCache>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<WriteSummary> {
     if !(crate::layout::MIN_FORMAT_VERSION..=crate::layout::FORMAT_VERSION)
         .contains(&opts.format_version)
     {
@@ -375,9 +435,10 @@ pub fn write_installer<W: Write + Seek + Send>(
 
     // Frames: workers compress frames in any order; this thread writes them in order.
     let mut frames: Vec<Frame> = Vec::with_capacity(plan.len());
-    let (mut frames_len, mut done) = (0u64, 0u64);
-    compress_in_order(&plan, &blobs, opts.level, |frame, stored| {
+    let (mut frames_len, mut done, mut reused_count) = (0u64, 0u64, 0u64);
+    compress_in_order(&plan, &blobs, opts.level, cache, |frame, stored, reused| {
         out.write_all(&stored).map_err(Error::io("write a frame"))?;
+        reused_count += u64::from(reused);
         frames_len += frame.stored_len;
         done += frame.raw_len;
         frames.push(frame);
@@ -474,7 +535,10 @@ pub fn write_installer<W: Write + Seek + Send>(
     out.seek(SeekFrom::Start(file_len))
         .map_err(Error::io("seek to the end"))?;
     out.flush().map_err(Error::io("flush the installer"))?;
+    let frames_reused = reused_count;
     Ok(WriteSummary {
+        frames_encoded: meta.frame_count - frames_reused,
+        frames_reused,
         meta,
         file_len,
         payload_offset,
@@ -538,5 +602,125 @@ mod tests {
     fn precompressed_frames_are_never_recompressed() {
         let (frame, _) = encode_frame(vec![0; 1 << 20], true, false, 3).unwrap();
         assert_eq!(frame.codec, Codec::Raw);
+    }
+
+    /// A frame cache in memory, for tests.
+    #[derive(Default)]
+    struct MemCache(Mutex<std::collections::HashMap<crate::cache::FrameKey, Vec<u8>>>);
+
+    impl FrameCache for MemCache {
+        fn load(&self, key: &crate::cache::FrameKey) -> Option<Vec<u8>> {
+            self.0.lock().unwrap().get(key).cloned()
+        }
+        fn store(&self, key: &crate::cache::FrameKey, entry: &[u8]) {
+            self.0.lock().unwrap().insert(*key, entry.to_vec());
+        }
+    }
+
+    /// Content that fails every read: proves a frame was not gathered.
+    struct Unreadable;
+
+    impl BlobSource for Unreadable {
+        fn read_at(&self, _: u64, _: &mut [u8]) -> io::Result<()> {
+            Err(io::Error::other("the source was read"))
+        }
+    }
+
+    fn contents(blobs: Vec<BlobInput>) -> PayloadContents {
+        PayloadContents {
+            blobs,
+            ..Default::default()
+        }
+    }
+
+    fn build(
+        blobs: Vec<BlobInput>,
+        cache: Option<&dyn FrameCache>,
+    ) -> Result<(Vec<u8>, WriteSummary)> {
+        let info = BuildInfo {
+            name: "t".into(),
+            version: "1".into(),
+            platform: "linux/amd64".into(),
+            created: 0,
+            mtime: 0,
+            builder: "test".into(),
+        };
+        let mut out = io::Cursor::new(Vec::new());
+        let s = write_installer_cached(
+            &mut out,
+            b"#!stub",
+            &info,
+            contents(blobs),
+            WriteOptions::default(),
+            cache,
+            &|_| {},
+        )?;
+        Ok((out.into_inner(), s))
+    }
+
+    fn sample() -> Vec<BlobInput> {
+        vec![
+            input(vec![1; 1000], false),
+            input(b"text ".repeat(2 << 20), false),
+            input(vec![4; 10], false),
+            input(vec![5; 3 << 20], true),
+        ]
+    }
+
+    #[test]
+    fn cached_frames_give_the_same_bytes_without_reading_sources() {
+        let cache = MemCache::default();
+        let (cold, s) = build(sample(), None).unwrap();
+        assert_eq!(s.frames_reused, 0);
+        let (first, s1) = build(sample(), Some(&cache)).unwrap();
+        assert_eq!(first, cold);
+        assert_eq!(
+            (s1.frames_reused, s1.frames_encoded),
+            (0, s1.meta.frame_count)
+        );
+        // Same digests, unreadable sources: every frame must come from the cache.
+        let blind: Vec<BlobInput> = sample()
+            .into_iter()
+            .map(|b| BlobInput {
+                source: Box::new(Unreadable),
+                ..b
+            })
+            .collect();
+        let (second, s2) = build(blind, Some(&cache)).unwrap();
+        assert_eq!(second, cold);
+        assert_eq!(
+            (s2.frames_reused, s2.frames_encoded),
+            (s2.meta.frame_count, 0)
+        );
+    }
+
+    #[test]
+    fn a_corrupt_cache_entry_is_encoded_again_and_replaced() {
+        let cache = MemCache::default();
+        let (cold, _) = build(sample(), Some(&cache)).unwrap();
+        let n = cache.0.lock().unwrap().len();
+        for entry in cache.0.lock().unwrap().values_mut() {
+            let last = entry.len() - 1;
+            entry[last] ^= 0x40;
+        }
+        let (again, s) = build(sample(), Some(&cache)).unwrap();
+        assert_eq!(again, cold);
+        assert_eq!(s.frames_encoded as usize, n);
+        let (third, s) = build(sample(), Some(&cache)).unwrap();
+        assert_eq!(third, cold);
+        assert_eq!(s.frames_encoded, 0, "the damaged entries were rewritten");
+    }
+
+    #[test]
+    fn a_changed_blob_encodes_only_its_frames() {
+        let cache = MemCache::default();
+        build(sample(), Some(&cache)).unwrap();
+        let mut changed = sample();
+        changed[3] = input(vec![6; 3 << 20], true);
+        let (bytes, s) = build(changed, Some(&cache)).unwrap();
+        assert_eq!(s.frames_encoded, 1);
+        let mut cold = sample();
+        cold[3] = input(vec![6; 3 << 20], true);
+        assert_eq!(bytes, build(cold, None).unwrap().0);
     }
 }
