@@ -60,7 +60,7 @@ pub use image::{
 };
 pub use index::{Blob, Codec, Frame, Index, IndexError, MAX_FRAME_RAW};
 pub use install::{
-    ContainerdEngine, Engine, Hook, HookStage, InstallConfig, InstallError, K3sEngine,
+    ContainerdEngine, Engine, Hook, HookStage, InstallConfig, InstallError, K3sEngine, KubeadmEngine,
 };
 pub use layout::{
     align_payload, Header, Trailer, FORMAT_VERSION, HEADER_LEN, HEADER_MAGIC, PAYLOAD_ALIGN,
