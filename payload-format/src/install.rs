@@ -261,8 +261,7 @@ pub(crate) fn validate(
                     k.kubernetes_version.clone(),
                 ));
             }
-            if k
-                .config
+            if k.config
                 .as_ref()
                 .is_some_and(|c| c.len() > MAX_KUBEADM_CONFIG || c.contains('\0'))
             {
@@ -450,7 +449,14 @@ mod tests {
         for ok in ["v1.31.4", "v1.32.0-rc.1", "v1.30.4+k3s1"] {
             assert!(is_kubernetes_version(ok), "{ok}");
         }
-        for bad in ["1.31.4", "v1.31", "v1.31.x", "v1.31.4-", "v1..4", "v1.31.4 x"] {
+        for bad in [
+            "1.31.4",
+            "v1.31",
+            "v1.31.x",
+            "v1.31.4-",
+            "v1..4",
+            "v1.31.4 x",
+        ] {
             assert!(!is_kubernetes_version(bad), "{bad}");
         }
     }
