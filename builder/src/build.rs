@@ -84,6 +84,9 @@ pub enum Error {
     /// The engine's sandbox (pause) image is unknown or not in the payload.
     #[error(transparent)]
     Sandbox(#[from] crate::sandbox::Error),
+    /// The kubeadm engine's control-plane images cannot be found.
+    #[error(transparent)]
+    Kubeadm(#[from] crate::kubeadm::Error),
     /// A `--from-capture` folder could not be read.
     #[error(transparent)]
     Capture(crate::capture::lock::LockError),
@@ -135,6 +138,10 @@ pub struct BuildPlan {
 pub struct BuildReport {
     /// The installer written.
     pub output: PathBuf,
+    /// What the build decided that the user should know (how the control-plane images of
+    /// a kubeadm engine were found).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// Its summary.
     #[serde(flatten)]
     pub summary: airlock_payload::Summary,
@@ -232,6 +239,46 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
             }
         };
         crate::sandbox::ensure_captured(&mut spec.images, &sandbox);
+    }
+    let mut notes = Vec::new();
+    if let airlock_payload::Engine::Kubeadm(k) = &mut install.engine {
+        let crate::spec::EngineSpec::Kubeadm(ks) = &spec.engine else {
+            unreachable!("the install section follows the spec's engine")
+        };
+        let binary = source_of(&sources, &k.kubeadm).ok_or_else(|| Error::Io {
+            context: format!("find the build host's file behind /{}", k.kubeadm),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        })?;
+        let (control_plane, how) = crate::kubeadm::control_plane_images(
+            &binary,
+            &k.kubernetes_version,
+            ks.images.as_deref(),
+        )?;
+        notes.push(format!(
+            "kubeadm: {} control-plane image(s) {how}",
+            control_plane.len()
+        ));
+        // The kubelet and the CRI agree on the pause image: kubeadm's, unless the spec says.
+        if k.containerd.sandbox_image.is_none() {
+            k.containerd.sandbox_image =
+                crate::kubeadm::pause_image(&control_plane).map(ToString::to_string);
+        }
+        if let Some(sandbox) = &k.containerd.sandbox_image {
+            let sandbox: crate::reference::ImageRef =
+                sandbox
+                    .parse()
+                    .map_err(|e: crate::reference::ReferenceError| {
+                        crate::kubeadm::Error::BadImage {
+                            line: sandbox.clone(),
+                            reason: e.to_string(),
+                        }
+                    })?;
+            crate::sandbox::ensure_captured(&mut spec.images, &sandbox);
+        }
+        for image in &control_plane {
+            crate::sandbox::ensure_captured(&mut spec.images, image);
+        }
+        k.images = control_plane.iter().map(ToString::to_string).collect();
     }
     let images = image_plan(&spec, plan.strict)?;
     if let airlock_payload::Engine::K3s(k) = &install.engine {
@@ -357,6 +404,7 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
     }
     Ok(BuildReport {
         output: plan.output.clone(),
+        notes,
         summary: summary_back,
         frames_reused: summary.frames_reused,
         frames_encoded: summary.frames_encoded,

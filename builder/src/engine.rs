@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 
 use airlock_payload::{
     BlobInput, ContainerdEngine, Engine, Entry, EntryKind, Hook, HookStage, InstallConfig,
-    K3sEngine, Sha256Digest,
+    K3sEngine, KubeadmEngine, Sha256Digest,
 };
 
-use crate::spec::{DestPath, EngineSpec, HooksSpec};
+use crate::spec::{ContainerdSpec, DestPath, EngineSpec, HooksSpec};
 
 /// Why the install section cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -19,11 +19,14 @@ pub enum Error {
     /// A program the engine runs is not among the files.
     #[error("engine {engine}: {what}")]
     Engine {
-        /// `containerd` or `k3s`.
+        /// `containerd`, `k3s` or `kubeadm`.
         engine: &'static str,
         /// What is missing or ambiguous, and what to do.
         what: String,
     },
+    /// The kubeadm engine's config or version is not one kubeadm takes.
+    #[error(transparent)]
+    Kubeadm(#[from] crate::kubeadm::Error),
     /// A hook script could not be read or is empty.
     #[error("hook {stage} ({path}): {what}")]
     Hook {
@@ -52,77 +55,21 @@ pub fn install_config(
     let engine = match engine {
         EngineSpec::None => Engine::None,
         EngineSpec::Containerd(c) => {
-            let err = |what: String| Error::Engine {
-                engine: "containerd",
-                what,
-            };
-            let dir = match &c.bin_dir {
-                Some(d) => d.as_str().to_owned(),
-                None => {
-                    let found = files_named(entries, "containerd");
-                    match found.as_slice() {
-                        [one] => parent(one).to_owned(),
-                        [] => {
-                            return Err(err("the files hold no `containerd`; add containerd, \
-                                 containerd-shim-runc-v2, runc and ctr to `files` \
-                                 (e.g. dest: /usr/local/bin/containerd)"
-                                .into()))
-                        }
-                        many => {
-                            return Err(err(format!(
-                                "several files are named `containerd` ({}); say which folder \
-                                 with `bin_dir`",
-                                many.join(", ")
-                            )))
-                        }
-                    }
-                }
-            };
-            let mut paths = CONTAINERD_PROGRAMS.iter().map(|name| {
-                let path = join(&dir, name);
-                if is_file(entries, &path) {
-                    Ok(path)
-                } else {
-                    Err(err(format!(
-                        "/{path} is not among the files; containerd needs {} in one folder",
-                        CONTAINERD_PROGRAMS.join(", ")
-                    )))
-                }
-            });
-            let mut next = || paths.next().expect("four programs");
-            Engine::Containerd(ContainerdEngine {
-                containerd: next()?,
-                shim: next()?,
-                runc: next()?,
-                ctr: next()?,
-                namespace: c.namespace.clone(),
-                pull: c.pull,
-                sandbox_image: c.sandbox_image.as_ref().map(ToString::to_string),
-            })
+            Engine::Containerd(containerd_engine(c, entries, "containerd")?)
         }
         EngineSpec::K3s(k) => {
             let err = |what: String| Error::Engine {
                 engine: "k3s",
                 what,
             };
-            let binary = match &k.binary {
-                Some(b) if is_file(entries, b.as_str()) => b.as_str().to_owned(),
-                Some(b) => return Err(err(format!("binary {b} is not among the files"))),
-                None => match files_named(entries, "k3s").as_slice() {
-                    [one] => (*one).to_owned(),
-                    [] => {
-                        return Err(err("the files hold no `k3s` binary; add it to `files` \
-                             (e.g. src: bin/k3s, dest: /usr/local/bin/k3s, mode: \"0755\")"
-                            .into()))
-                    }
-                    many => {
-                        return Err(err(format!(
-                            "several files are named `k3s` ({}); say which with `binary`",
-                            many.join(", ")
-                        )))
-                    }
-                },
-            };
+            let binary = program(
+                entries,
+                k.binary.as_ref(),
+                "k3s",
+                "binary",
+                "k3s",
+                "/usr/local/bin",
+            )?;
             let manifests = match &k.manifests {
                 None => None,
                 Some(m) => Some(dir_entry(entries, m).ok_or_else(|| {
@@ -139,6 +86,49 @@ pub fn install_config(
                 ready_timeout_secs: k.ready_timeout,
             })
         }
+        EngineSpec::Kubeadm(k) => {
+            let err = |what: String| Error::Engine {
+                engine: "kubeadm",
+                what,
+            };
+            if k.containerd.namespace != "k8s.io" {
+                return Err(err(format!(
+                    "containerd namespace {:?}: the kubelet uses k8s.io only",
+                    k.containerd.namespace
+                )));
+            }
+            if k.ready_timeout == 0 {
+                return Err(err("ready_timeout must be at least 1 second".into()));
+            }
+            if !airlock_payload::is_kubernetes_version(&k.kubernetes_version) {
+                return Err(crate::kubeadm::Error::Version(k.kubernetes_version.clone()).into());
+            }
+            let containerd = containerd_engine(&k.containerd, entries, "kubeadm")?;
+            let find = |name: &'static str, explicit: Option<&DestPath>| {
+                program(entries, explicit, name, name, "kubeadm", "/usr/bin")
+            };
+            let kubeadm = find("kubeadm", k.kubeadm.as_ref())?;
+            let kubelet = find("kubelet", k.kubelet.as_ref())?;
+            let kubectl = find("kubectl", k.kubectl.as_ref())?;
+            let config = match &k.config {
+                Some(path) => Some(crate::kubeadm::check_config(
+                    path.as_path(),
+                    &k.kubernetes_version,
+                )?),
+                None => None,
+            };
+            Engine::Kubeadm(KubeadmEngine {
+                containerd,
+                kubeadm,
+                kubelet,
+                kubectl,
+                kubernetes_version: k.kubernetes_version.clone(),
+                config,
+                // Filled in by the build once it knows them (`crate::kubeadm`).
+                images: Vec::new(),
+                ready_timeout_secs: k.ready_timeout,
+            })
+        }
     };
     let mut out = Vec::new();
     for (stage, path) in [
@@ -150,6 +140,87 @@ pub fn install_config(
         }
     }
     Ok(InstallConfig { engine, hooks: out })
+}
+
+/// The containerd engine's programs, found in `c.bin_dir` or beside the only `containerd`;
+/// errors name `engine` (`containerd`, or `kubeadm` over it).
+fn containerd_engine(
+    c: &ContainerdSpec,
+    entries: &[Entry],
+    engine: &'static str,
+) -> Result<ContainerdEngine, Error> {
+    let err = |what: String| Error::Engine { engine, what };
+    let dir = match &c.bin_dir {
+        Some(d) => d.as_str().to_owned(),
+        None => {
+            let found = files_named(entries, "containerd");
+            match found.as_slice() {
+                [one] => parent(one).to_owned(),
+                [] => {
+                    return Err(err("the files hold no `containerd`; add containerd, \
+                         containerd-shim-runc-v2, runc and ctr to `files` \
+                         (e.g. dest: /usr/local/bin/containerd)"
+                        .into()))
+                }
+                many => {
+                    return Err(err(format!(
+                        "several files are named `containerd` ({}); say which folder \
+                         with `bin_dir`",
+                        many.join(", ")
+                    )))
+                }
+            }
+        }
+    };
+    let mut paths = CONTAINERD_PROGRAMS.iter().map(|name| {
+        let path = join(&dir, name);
+        if is_file(entries, &path) {
+            Ok(path)
+        } else {
+            Err(err(format!(
+                "/{path} is not among the files; containerd needs {} in one folder",
+                CONTAINERD_PROGRAMS.join(", ")
+            )))
+        }
+    });
+    let mut next = || paths.next().expect("four programs");
+    Ok(ContainerdEngine {
+        containerd: next()?,
+        shim: next()?,
+        runc: next()?,
+        ctr: next()?,
+        namespace: c.namespace.clone(),
+        pull: c.pull,
+        sandbox_image: c.sandbox_image.as_ref().map(ToString::to_string),
+    })
+}
+
+/// The payload path of program `name`: `explicit` (the spec's `field`) when it is among the
+/// files, else the only file so named; errors name `engine` and suggest `example_dir`.
+fn program(
+    entries: &[Entry],
+    explicit: Option<&DestPath>,
+    name: &str,
+    field: &str,
+    engine: &'static str,
+    example_dir: &str,
+) -> Result<String, Error> {
+    let err = |what: String| Error::Engine { engine, what };
+    match explicit {
+        Some(b) if is_file(entries, b.as_str()) => Ok(b.as_str().to_owned()),
+        Some(b) => Err(err(format!("{field} {b} is not among the files"))),
+        None => match files_named(entries, name).as_slice() {
+            [one] => Ok((*one).to_owned()),
+            [] => Err(err(format!(
+                "the files hold no `{name}` binary; add it to `files` (e.g. src: bin/{name}, \
+                 dest: {example_dir}/{name}, mode: \"0755\")"
+            ))),
+            many => Err(err(format!(
+                "several files are named `{name}` ({}); say which with `{field}`",
+                many.join(", ")
+            ))),
+        },
+    }
 }
 
 fn hook(
@@ -313,6 +384,52 @@ mod tests {
             err.starts_with("engine containerd: /usr/bin/runc is not among the files"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_kubeadm_payload_missing_kubelet_fails_the_build_naming_it() {
+        let mut files = BIN.to_vec();
+        files.extend(["usr/bin/kubeadm", "usr/bin/kubectl"]);
+        let e = entries(&files);
+        let spec = EngineSpec::Kubeadm(crate::spec::KubeadmSpec {
+            kubernetes_version: "v1.31.4".into(),
+            config: None,
+            images: None,
+            kubeadm: None,
+            kubelet: None,
+            kubectl: None,
+            containerd: ContainerdSpec::default(),
+            ready_timeout: 300,
+        });
+        let err = install_config(
+            &spec,
+            &HooksSpec::default(),
+            Path::new("/"),
+            &e,
+            &mut Vec::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("engine kubeadm: the files hold no `kubelet` binary"),
+            "{err}"
+        );
+        files.push("usr/bin/kubelet");
+        let e = entries(&files);
+        let c = install_config(
+            &spec,
+            &HooksSpec::default(),
+            Path::new("/"),
+            &e,
+            &mut Vec::new(),
+        )
+        .unwrap();
+        let Engine::Kubeadm(k) = c.engine else {
+            panic!("{c:?}")
+        };
+        assert_eq!(k.kubelet, "usr/bin/kubelet");
+        assert_eq!(k.containerd.runc, "usr/bin/runc");
+        assert_eq!(k.kubernetes_version, "v1.31.4");
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod capture;
 pub mod discover;
 pub mod engine;
 pub mod image;
+pub mod kubeadm;
 pub mod progress;
 pub mod reference;
 pub mod sandbox;

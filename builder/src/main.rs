@@ -243,6 +243,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                     serde_json::to_string_pretty(&report).expect("report serializes")
                 );
             } else if !cli.quiet {
+                for note in &report.notes {
+                    println!("{note}");
+                }
                 println!("wrote {}\n{}", report.output.display(), report.summary);
                 println!(
                     "frames: {} reused, {} compressed",

@@ -75,7 +75,8 @@ pub enum Error {
     },
 }
 
-/// How long `<containerd> config default` may take before it counts as not running here.
+/// How long a payload program run on the build host (`containerd config default`,
+/// `kubeadm config images list`) may take before it counts as not running here.
 const RUN_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Default `sandbox_image` by containerd release line, from each line's `config default`
@@ -108,11 +109,17 @@ pub fn parse_config_default(text: &str) -> Option<String> {
 /// Runs `<containerd> config default` and reads its sandbox image; `None` when the binary
 /// does not run here (another architecture) or prints none.
 pub fn containerd_default_by_running(containerd: &Path) -> Option<String> {
+    parse_config_default(&run_on_build_host(containerd, &["config", "default"])?)
+}
+
+/// Runs a payload program on the build host and returns what it printed on stdout; `None`
+/// when it does not run here (another architecture), fails, or runs past [`RUN_TIMEOUT`].
+pub fn run_on_build_host(program: &Path, args: &[&str]) -> Option<String> {
     // Output to a file rather than a pipe: waiting with a deadline cannot block on a full
-    // pipe, and a program that hangs (not containerd after all) is killed.
+    // pipe, and a program that hangs is killed.
     let mut out = tempfile::tempfile().ok()?;
-    let mut child = Command::new(containerd)
-        .args(["config", "default"])
+    let mut child = Command::new(program)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(out.try_clone().ok()?)
         .stderr(Stdio::null())
@@ -139,7 +146,7 @@ pub fn containerd_default_by_running(containerd: &Path) -> Option<String> {
     use std::io::{Read, Seek};
     out.rewind().ok()?;
     out.read_to_string(&mut text).ok()?;
-    parse_config_default(&text)
+    Some(text)
 }
 
 /// The containerd version recorded in a Go binary's build information, for binaries built

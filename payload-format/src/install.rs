@@ -35,15 +35,18 @@ pub enum Engine {
     Containerd(ContainerdEngine),
     /// The k3s binary from the payload, `registries.yaml`, auto-deployed manifests.
     K3s(K3sEngine),
+    /// `kubeadm init` over the containerd engine, with kubelet and kubectl from the payload.
+    Kubeadm(KubeadmEngine),
 }
 
 impl Engine {
-    /// `none`, `containerd` or `k3s`.
+    /// `none`, `containerd`, `k3s` or `kubeadm`.
     pub fn kind(&self) -> &'static str {
         match self {
             Engine::None => "none",
             Engine::Containerd(_) => "containerd",
             Engine::K3s(_) => "k3s",
+            Engine::Kubeadm(_) => "kubeadm",
         }
     }
 }
@@ -85,6 +88,34 @@ pub struct K3sEngine {
     /// How long to wait for the node to be Ready, in seconds.
     pub ready_timeout_secs: u64,
 }
+
+/// The `kubeadm` engine: the containerd engine first (the CRI runtime the kubelet talks
+/// to), then the kubelet as a service and `kubeadm init` with the config below.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubeadmEngine {
+    /// The containerd engine underneath (its namespace is the kubelet's, `k8s.io`).
+    pub containerd: ContainerdEngine,
+    /// The `kubeadm` binary.
+    pub kubeadm: String,
+    /// The `kubelet` binary.
+    pub kubelet: String,
+    /// The `kubectl` binary (the readiness check).
+    pub kubectl: String,
+    /// The Kubernetes version `kubeadm init` deploys (`v1.31.4`).
+    pub kubernetes_version: String,
+    /// The user's kubeadm config (YAML documents), merged with ours at install; absent: a
+    /// minimal InitConfiguration and ClusterConfiguration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// The control-plane images (all among the payload's images).
+    pub images: Vec<String>,
+    /// How long to wait for the node to be Ready, in seconds.
+    pub ready_timeout_secs: u64,
+}
+
+/// The largest kubeadm config an install section may carry.
+pub const MAX_KUBEADM_CONFIG: usize = 1 << 20;
 
 /// When a hook runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -149,9 +180,15 @@ pub enum InstallError {
     /// A k3s argument with a NUL byte.
     #[error("engine k3s: an argument contains NUL")]
     ArgumentHasNul,
-    /// A k3s readiness timeout of zero.
-    #[error("engine k3s: ready_timeout_secs is 0")]
-    ZeroTimeout,
+    /// A readiness timeout of zero.
+    #[error("engine {0}: ready_timeout_secs is 0")]
+    ZeroTimeout(&'static str),
+    /// A Kubernetes version that is not `vMAJOR.MINOR.PATCH[-pre]`.
+    #[error("engine kubeadm: kubernetes_version {0:?} is not a version like v1.31.4")]
+    KubernetesVersion(String),
+    /// A kubeadm config over [`MAX_KUBEADM_CONFIG`] bytes or with NUL.
+    #[error("engine kubeadm: the config is larger than {MAX_KUBEADM_CONFIG} bytes or holds NUL")]
+    KubeadmConfig,
     /// Hooks out of stage order, or two for one stage.
     #[error("hooks are not in stage order or a stage has two")]
     HookOrder,
@@ -195,24 +232,7 @@ pub(crate) fn validate(
     };
     match &install.engine {
         Engine::None => {}
-        Engine::Containerd(c) => {
-            for (role, path) in [
-                ("containerd", &c.containerd),
-                ("shim", &c.shim),
-                ("runc", &c.runc),
-                ("ctr", &c.ctr),
-            ] {
-                file(role, path)?;
-            }
-            let ok = !c.namespace.is_empty()
-                && c.namespace.len() <= 76
-                && c.namespace
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-            if !ok {
-                return Err(InstallError::Namespace(c.namespace.clone()));
-            }
-        }
+        Engine::Containerd(c) => validate_containerd(c, file)?,
         Engine::K3s(k) => {
             file("binary", &k.binary)?;
             if let Some(m) = &k.manifests {
@@ -224,7 +244,31 @@ pub(crate) fn validate(
                 return Err(InstallError::ArgumentHasNul);
             }
             if k.ready_timeout_secs == 0 {
-                return Err(InstallError::ZeroTimeout);
+                return Err(InstallError::ZeroTimeout("k3s"));
+            }
+        }
+        Engine::Kubeadm(k) => {
+            validate_containerd(&k.containerd, file)?;
+            for (role, path) in [
+                ("kubeadm", &k.kubeadm),
+                ("kubelet", &k.kubelet),
+                ("kubectl", &k.kubectl),
+            ] {
+                file(role, path)?;
+            }
+            if !is_kubernetes_version(&k.kubernetes_version) {
+                return Err(InstallError::KubernetesVersion(
+                    k.kubernetes_version.clone(),
+                ));
+            }
+            if k.config
+                .as_ref()
+                .is_some_and(|c| c.len() > MAX_KUBEADM_CONFIG || c.contains('\0'))
+            {
+                return Err(InstallError::KubeadmConfig);
+            }
+            if k.ready_timeout_secs == 0 {
+                return Err(InstallError::ZeroTimeout("kubeadm"));
             }
         }
     }
@@ -245,6 +289,52 @@ pub(crate) fn validate(
         }
     }
     Ok(())
+}
+
+/// Checks the containerd engine's programs (`file` checks one) and namespace.
+fn validate_containerd(
+    c: &ContainerdEngine,
+    file: impl Fn(&'static str, &str) -> Result<(), InstallError>,
+) -> Result<(), InstallError> {
+    for (role, path) in [
+        ("containerd", &c.containerd),
+        ("shim", &c.shim),
+        ("runc", &c.runc),
+        ("ctr", &c.ctr),
+    ] {
+        file(role, path)?;
+    }
+    let ok = !c.namespace.is_empty()
+        && c.namespace.len() <= 76
+        && c.namespace
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !ok {
+        return Err(InstallError::Namespace(c.namespace.clone()));
+    }
+    Ok(())
+}
+
+/// True for `vMAJOR.MINOR.PATCH` with an optional `-pre` or `+build` suffix of
+/// `[0-9A-Za-z.-]` (Kubernetes release names: `v1.31.4`, `v1.32.0-rc.1`).
+pub fn is_kubernetes_version(v: &str) -> bool {
+    let Some(rest) = v.strip_prefix('v') else {
+        return false;
+    };
+    let (core, suffix) = match rest.find(['-', '+']) {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, "x"),
+    };
+    let parts: Vec<&str> = core.split('.').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 6 && p.bytes().all(|b| b.is_ascii_digit()))
+        && !suffix.is_empty()
+        && suffix.len() <= 64
+        && suffix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+'))
 }
 
 #[cfg(test)]
@@ -313,6 +403,62 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("stage order"));
+    }
+
+    #[test]
+    fn a_kubeadm_engine_needs_its_programs_and_a_kubernetes_version() {
+        let entries = vec![file("containerd"), file("kubeadm"), file("kubelet")];
+        let Engine::Containerd(c) = containerd("containerd").engine else {
+            unreachable!()
+        };
+        let mut k = KubeadmEngine {
+            containerd: c,
+            kubeadm: "kubeadm".into(),
+            kubelet: "kubelet".into(),
+            kubectl: "kubelet".into(),
+            kubernetes_version: "v1.31.4".into(),
+            config: Some("kind: InitConfiguration\n".into()),
+            images: vec!["registry.k8s.io/pause:3.10".into()],
+            ready_timeout_secs: 300,
+        };
+        let install = |k: &KubeadmEngine| InstallConfig {
+            engine: Engine::Kubeadm(k.clone()),
+            hooks: vec![],
+        };
+        let sizes = HashMap::new();
+        assert!(validate(&install(&k), &entries, &sizes).is_ok());
+        k.kubectl = "kubectl".into();
+        assert_eq!(
+            validate(&install(&k), &entries, &sizes)
+                .unwrap_err()
+                .to_string(),
+            "engine kubeadm: kubectl \"kubectl\" is not a file of the payload"
+        );
+        k.kubectl = "kubelet".into();
+        k.kubernetes_version = "1.31".into();
+        assert!(matches!(
+            validate(&install(&k), &entries, &sizes),
+            Err(InstallError::KubernetesVersion(_))
+        ));
+        let json = serde_json::to_string(&install(&k)).unwrap();
+        assert!(json.contains("\"kind\":\"kubeadm\""), "{json}");
+    }
+
+    #[test]
+    fn kubernetes_versions_are_release_names() {
+        for ok in ["v1.31.4", "v1.32.0-rc.1", "v1.30.4+k3s1"] {
+            assert!(is_kubernetes_version(ok), "{ok}");
+        }
+        for bad in [
+            "1.31.4",
+            "v1.31",
+            "v1.31.x",
+            "v1.31.4-",
+            "v1..4",
+            "v1.31.4 x",
+        ] {
+            assert!(!is_kubernetes_version(bad), "{bad}");
+        }
     }
 
     #[test]

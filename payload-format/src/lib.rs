@@ -63,7 +63,8 @@ pub use image::{
 };
 pub use index::{Blob, Codec, Frame, Index, IndexError, MAX_FRAME_RAW};
 pub use install::{
-    ContainerdEngine, Engine, Hook, HookStage, InstallConfig, InstallError, K3sEngine,
+    is_kubernetes_version, ContainerdEngine, Engine, Hook, HookStage, InstallConfig, InstallError,
+    K3sEngine, KubeadmEngine, MAX_KUBEADM_CONFIG,
 };
 pub use layout::{
     align_payload, Header, Trailer, FORMAT_VERSION, HEADER_LEN, HEADER_MAGIC, MIN_FORMAT_VERSION,

@@ -18,6 +18,7 @@ use crate::reference::ImageRef;
 /// engine: {kind: containerd, namespace: k8s.io, pull: true, bin_dir: /usr/local/bin}
 /// engine: {kind: k3s, binary: /usr/local/bin/k3s, manifests: /opt/edge/manifests,
 ///          args: [--disable=traefik], ready_timeout: 300}
+/// engine: {kind: kubeadm, kubernetes_version: v1.31.4, config: kubeadm.yaml}
 /// ```
 ///
 /// Payload paths left out are found among `files` when the installer is built.
@@ -30,6 +31,49 @@ pub enum EngineSpec {
     Containerd(ContainerdSpec),
     /// The k3s binary from the payload.
     K3s(K3sSpec),
+    /// kubeadm, kubelet and kubectl from the payload, over the containerd engine.
+    Kubeadm(KubeadmSpec),
+}
+
+/// Options of the `kubeadm` engine.
+///
+/// ```yaml
+/// engine:
+///   kind: kubeadm
+///   kubernetes_version: v1.31.4
+///   config: kubeadm.yaml            # InitConfiguration/ClusterConfiguration..., optional
+///   images: [registry.k8s.io/kube-apiserver:v1.31.4, ...]  # when kubeadm cannot run here
+///   containerd: {bin_dir: /usr/local/bin, sandbox_image: registry.k8s.io/pause:3.10}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubeadmSpec {
+    /// The Kubernetes version `kubeadm init` deploys (`v1.31.4`).
+    pub kubernetes_version: String,
+    /// The user's kubeadm config file (relative to the spec's folder).
+    #[serde(default)]
+    pub config: Option<SourcePath>,
+    /// The control-plane images, for a kubeadm that cannot run on the build host; default:
+    /// what `kubeadm config images list --kubernetes-version V` prints.
+    #[serde(default)]
+    pub images: Option<Vec<ImageRef>>,
+    /// The kubeadm binary among `files`' destinations; default: the only file so named.
+    #[serde(default)]
+    pub kubeadm: Option<DestPath>,
+    /// The kubelet binary; default: the only file named `kubelet`.
+    #[serde(default)]
+    pub kubelet: Option<DestPath>,
+    /// The kubectl binary; default: the only file named `kubectl`.
+    #[serde(default)]
+    pub kubectl: Option<DestPath>,
+    /// The containerd engine underneath (its `namespace` must stay `k8s.io`, the
+    /// kubelet's); its `sandbox_image` defaults to the pause image among the control-plane
+    /// images.
+    #[serde(default)]
+    pub containerd: ContainerdSpec,
+    /// Seconds to wait for the node to be Ready.
+    #[serde(default = "K3sSpec::default_ready_timeout")]
+    pub ready_timeout: u64,
 }
 
 /// Options of the `containerd` engine.
@@ -108,12 +152,13 @@ impl Default for K3sSpec {
 }
 
 impl EngineSpec {
-    /// `none`, `containerd` or `k3s`.
+    /// `none`, `containerd`, `k3s` or `kubeadm`.
     pub fn kind(&self) -> &'static str {
         match self {
             EngineSpec::None => "none",
             EngineSpec::Containerd(_) => "containerd",
             EngineSpec::K3s(_) => "k3s",
+            EngineSpec::Kubeadm(_) => "kubeadm",
         }
     }
 }
@@ -125,6 +170,7 @@ enum EngineMap {
     None,
     Containerd(ContainerdSpec),
     K3s(K3sSpec),
+    Kubeadm(KubeadmSpec),
 }
 
 impl<'de> Deserialize<'de> for EngineSpec {
@@ -133,7 +179,7 @@ impl<'de> Deserialize<'de> for EngineSpec {
         impl<'de> Visitor<'de> for EngineVisitor {
             type Value = EngineSpec;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("`none`, `containerd`, `k3s`, or a map with `kind` and options")
+                f.write_str("`none`, `containerd`, `k3s`, or a map with `kind` and options (`kubeadm` needs one)")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<EngineSpec, E> {
                 match v {
@@ -152,6 +198,7 @@ impl<'de> Deserialize<'de> for EngineSpec {
                     EngineMap::None => EngineSpec::None,
                     EngineMap::Containerd(c) => EngineSpec::Containerd(c),
                     EngineMap::K3s(k) => EngineSpec::K3s(k),
+                    EngineMap::Kubeadm(k) => EngineSpec::Kubeadm(k),
                 })
             }
         }

@@ -48,7 +48,7 @@ use serde::Deserialize;
 
 pub use crate::discover::pattern::ImagePattern;
 pub use crate::reference::{ImageRef, ReferenceError};
-pub use engine::{ContainerdSpec, EngineSpec, HooksSpec, K3sSpec};
+pub use engine::{ContainerdSpec, EngineSpec, HooksSpec, K3sSpec, KubeadmSpec};
 pub use error::{Error, Result};
 pub use images::{add_missing, captured, ImageSource, ImageSpec};
 pub use values::{DestPath, Mode, Name, NameError, Platform, SourcePath, Version, VersionError};

@@ -12,12 +12,13 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use airlock_payload::{ContainerdEngine, Engine, Index, K3sEngine};
+use airlock_payload::{ContainerdEngine, Engine, Index, K3sEngine, KubeadmEngine};
 
 use super::containerd;
 use super::fsutil::{resolve, write_atomic, PathKind};
 use super::host::Host;
 use super::k3s;
+use super::kubeadm;
 use super::record::Record;
 use super::service::{
     service_is_running, start_service, systemctl, ServiceDef, ServiceMode, StartedService,
@@ -80,6 +81,7 @@ pub fn driver(engine: &Engine) -> Box<dyn EngineDriver + '_> {
         Engine::None => Box::new(NoEngine),
         Engine::Containerd(c) => Box::new(Containerd(c)),
         Engine::K3s(k) => Box::new(K3s(k)),
+        Engine::Kubeadm(k) => Box::new(Kubeadm(k)),
     }
 }
 
@@ -294,6 +296,60 @@ impl EngineDriver for K3s<'_> {
                 kubeconfig.display()
             ),
         ])
+    }
+}
+
+/// `engine: kubeadm` ([`kubeadm`]): the containerd engine, then the kubelet and `kubeadm
+/// init`.
+struct Kubeadm<'a>(&'a KubeadmEngine);
+
+impl EngineDriver for Kubeadm<'_> {
+    fn exec_dirs(&self) -> Vec<String> {
+        let k = self.0;
+        let mut dirs = Containerd(&k.containerd).exec_dirs();
+        dirs.extend([dir_of(&k.kubeadm), dir_of(&k.kubelet), dir_of(&k.kubectl)]);
+        dirs.dedup();
+        dirs
+    }
+
+    fn problems(&self, root: &Path, record: &Record, host: &dyn Host) -> Vec<String> {
+        Containerd(&self.0.containerd).problems(root, record, host)
+    }
+
+    fn hook_env(&self, root: &Path) -> Vec<(String, String)> {
+        let mut env = Containerd(&self.0.containerd).hook_env(root);
+        env.push(("KUBECONFIG".to_owned(), real(root, kubeadm::KUBECONFIG)));
+        env
+    }
+
+    fn plan_line(&self, root: &Path, name: &str) -> String {
+        let k = self.0;
+        format!(
+            "{}; then the kubelet and `kubeadm init` of Kubernetes {} (config {}{}), waiting up \
+             to {} s for the node to be Ready",
+            Containerd(&k.containerd).plan_line(root, name),
+            k.kubernetes_version,
+            real(root, &kubeadm::config_path(name)),
+            if root == Path::new("/") {
+                String::new()
+            } else {
+                format!(", kubeadm --rootfs {}", root.display())
+            },
+            k.ready_timeout_secs
+        )
+    }
+
+    fn bring_up(
+        &self,
+        step: &EngineStep<'_>,
+        record: &mut Record,
+        say: SayLine<'_>,
+    ) -> crate::Result<Vec<String>> {
+        let k = self.0;
+        let mut lines = Containerd(&k.containerd).bring_up(step, record, say)?;
+        let start = |def: &ServiceDef, record: &mut Record| start(step, def, false, record);
+        lines.extend(kubeadm::bring_up(step, k, record, say, &start)?);
+        Ok(lines)
     }
 }
 

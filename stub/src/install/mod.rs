@@ -48,6 +48,7 @@ pub mod fsutil;
 pub mod hooks;
 pub mod host;
 pub mod k3s;
+pub mod kubeadm;
 pub mod lock;
 pub mod mirror;
 pub mod persist;

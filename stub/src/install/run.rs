@@ -949,6 +949,10 @@ pub fn uninstall(
     ))?;
     remove_stale_temps(root, Some(&record));
     let docker_note = runtimes::uninstall_docker(root, name)?;
+    // Before the services stop: kubeadm reset removes the cluster's containers via the CRI.
+    if let Some(line) = super::kubeadm::reset_before_undo(root, name, host)? {
+        say.line(line)?;
+    }
     let summary = undo(root, &record, host)?;
     drop(lock);
     say.line(format!(
