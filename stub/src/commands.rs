@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use airlock_payload::Installer;
 
-use crate::cli::{Cli, Command, InstallArgs, RegistryCommand, ServeArgs};
+use crate::cli::{Cli, Command, InstallArgs, PushArgs, RegistryCommand, ServeArgs};
 use crate::extract::{extract, ExtractOptions};
 use crate::info::{write_summary, InfoReport};
 use crate::install::{self, host::RealHost, run::InstallOptions};
@@ -97,6 +97,9 @@ pub fn run_on(
         }
         Some(Command::Registry(RegistryCommand::Serve(a))) => {
             serve_registry(&installer, a, release, out)
+        }
+        Some(Command::Registry(RegistryCommand::Push(a))) => {
+            push_registry(&installer, a, cli.quiet, out)
         }
         Some(Command::Install(a)) => install(&installer, a, path, cli.quiet, release, out),
         Some(Command::Uninstall(a)) => install::run::uninstall(
@@ -246,6 +249,77 @@ pub fn serve_registry(
         }
         Ok(())
     })
+}
+
+/// `registry push`: credentials from `--user`/stdin or the docker config, then
+/// [`crate::registry::push::push`]; prints one summary line.
+pub fn push_registry(
+    installer: &Installer<'static>,
+    args: &PushArgs,
+    quiet: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    use crate::registry::push::{self, auth, sessions::Sessions, tls, PushOptions};
+    let endpoint = push::Endpoint::parse(&args.to)?;
+    let creds = match &args.user {
+        Some(user) => {
+            let mut line = String::new();
+            io::stdin()
+                .read_line(&mut line)
+                .map_err(|source| push::PushError::Credentials {
+                    from: "stdin".into(),
+                    source,
+                })?;
+            Some(auth::Credentials {
+                user: user.clone(),
+                password: line.trim_end_matches(['\r', '\n']).to_owned(),
+            })
+        }
+        None => match auth::docker_config_path() {
+            Some(p) => auth::from_docker_config(&p, &endpoint.authority)?,
+            None => None,
+        },
+    };
+    let refusal = tls::Refusal::default();
+    let config = tls::client_config(args.ca.as_deref(), args.insecure, refusal.clone())?;
+    let sessions = match args.sessions.clone().or_else(push::sessions::default_path) {
+        Some(p) => Sessions::load(&p),
+        None => Sessions::in_memory(),
+    };
+    let payload = Arc::new(installer.load_index()?);
+    let opts = PushOptions {
+        flatten: args.flatten,
+        jobs: args.jobs,
+        chunk: args.chunk_size,
+        quiet,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(push::PushError::Runtime)?;
+    let target = endpoint.to_string();
+    let report = runtime.block_on(async move {
+        let client = push::Client::new(endpoint, config, refusal, creds, args.retries);
+        push::push(payload, client, sessions, &opts).await
+    })?;
+    if !quiet {
+        writeln!(
+            out,
+            "pushed {} image{} to {target}: {} blob{} uploaded ({}), {} mounted, {} already there; {} manifest{} pushed, {} already there",
+            report.images,
+            if report.images == 1 { "" } else { "s" },
+            report.uploaded,
+            if report.uploaded == 1 { "" } else { "s" },
+            human_bytes(report.uploaded_bytes),
+            report.mounted,
+            report.present,
+            report.manifests,
+            if report.manifests == 1 { "" } else { "s" },
+            report.manifests_present,
+        )
+        .map_err(Error::Output)?;
+    }
+    Ok(())
 }
 
 /// Writes this process's pid to `path`: a temp file in the same folder, synced, renamed.
