@@ -342,8 +342,18 @@ mod tests {
     #[test]
     fn registry_push_takes_a_url_credentials_and_sizes() {
         let cli = Cli::try_parse_from([
-            "x.run", "registry", "push", "--to", "https://h/m", "--user", "u",
-            "--password-stdin", "--chunk-size", "8M", "--jobs", "2",
+            "x.run",
+            "registry",
+            "push",
+            "--to",
+            "https://h/m",
+            "--user",
+            "u",
+            "--password-stdin",
+            "--chunk-size",
+            "8M",
+            "--jobs",
+            "2",
         ])
         .unwrap();
         match cli.command {

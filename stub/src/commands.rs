@@ -292,6 +292,7 @@ pub fn push_registry(
         jobs: args.jobs,
         chunk: args.chunk_size,
         quiet,
+        platform: installer.meta().platform.to_string(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -302,6 +303,9 @@ pub fn push_registry(
         let client = push::Client::new(endpoint, config, refusal, creds, args.retries);
         push::push(payload, client, sessions, &opts).await
     })?;
+    for w in &report.warnings {
+        tracing::warn!("{w}");
+    }
     if !quiet {
         writeln!(
             out,

@@ -68,7 +68,9 @@ impl Endpoint {
             return Err(bad("the path has an empty component"));
         }
         if !prefix.is_empty() && !airlock_payload::is_valid_repository(&prefix) {
-            return Err(bad("the path is not a valid repository prefix (lowercase, [a-z0-9._-] components)"));
+            return Err(bad(
+                "the path is not a valid repository prefix (lowercase, [a-z0-9._-] components)",
+            ));
         }
         Ok(Endpoint {
             scheme: scheme.to_owned(),
@@ -281,7 +283,10 @@ impl Client {
     }
 
     fn user(&self) -> String {
-        self.creds.as_ref().map(|c| c.user.clone()).unwrap_or_default()
+        self.creds
+            .as_ref()
+            .map(|c| c.user.clone())
+            .unwrap_or_default()
     }
 
     /// Sends `call`, following auth challenges; with `retry`, connection errors and
@@ -348,10 +353,7 @@ impl Client {
     }
 
     /// One attempt, with whatever auth is known.
-    async fn once(
-        &self,
-        call: &Call,
-    ) -> Result<Answer, Box<dyn std::error::Error + Send + Sync>> {
+    async fn once(&self, call: &Call) -> Result<Answer, Box<dyn std::error::Error + Send + Sync>> {
         let mut req = Request::builder()
             .method(call.method.clone())
             .uri(&call.url)
@@ -362,7 +364,8 @@ impl Client {
         for (k, v) in &call.headers {
             req = req.header(k, v);
         }
-        if call.method == Method::PUT || call.method == Method::PATCH || call.method == Method::POST {
+        if call.method == Method::PUT || call.method == Method::PATCH || call.method == Method::POST
+        {
             req = req.header(header::CONTENT_LENGTH, call.body.len());
         }
         if let Some(auth) = self.auth_header(&call.scopes) {
@@ -415,9 +418,12 @@ impl Client {
             .min_by_key(|c| matches!(c, Challenge::Basic)); // Bearer first
         match challenge {
             Some(Challenge::Basic) => {
-                if self.creds.is_none() || self.basic.swap(true, Ordering::Relaxed) {
+                // A second 401 for the same call is a refusal (see `send`); parallel calls
+                // sent before the first challenge was answered just try again.
+                if self.creds.is_none() {
                     return Err(self.refused(&call.url, 401));
                 }
+                self.basic.store(true, Ordering::Relaxed);
                 Ok(())
             }
             Some(Challenge::Bearer {
@@ -461,8 +467,7 @@ impl Client {
         let mut url = realm.to_owned();
         let mut sep = if url.contains('?') { '&' } else { '?' };
         let enc = |s: &str| {
-            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
-                .to_string()
+            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
         };
         if let Some(s) = service {
             url.push_str(&format!("{sep}service={}", enc(s)));
@@ -472,13 +477,10 @@ impl Client {
             url.push_str(&format!("{sep}scope={}", enc(s)));
             sep = '&';
         }
-        let mut req = Request::builder()
-            .method(Method::GET)
-            .uri(&url)
-            .header(
-                header::USER_AGENT,
-                concat!("airlock/", env!("CARGO_PKG_VERSION")),
-            );
+        let mut req = Request::builder().method(Method::GET).uri(&url).header(
+            header::USER_AGENT,
+            concat!("airlock/", env!("CARGO_PKG_VERSION")),
+        );
         if let Some(c) = &self.creds {
             let mut v = HeaderValue::from_str(&c.basic_header())
                 .map_err(|_| token_err("the credentials are not valid in a header".into()))?;

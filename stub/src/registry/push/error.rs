@@ -44,7 +44,9 @@ pub enum PushError {
         source: io::Error,
     },
     /// The registry wants credentials and none were given.
-    #[error("{host} asks for credentials: pass --user U --password-stdin or log in with docker login")]
+    #[error(
+        "{host} asks for credentials: pass --user U --password-stdin or log in with docker login"
+    )]
     NeedsCredentials {
         /// The registry host.
         host: String,

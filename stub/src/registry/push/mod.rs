@@ -38,9 +38,9 @@ use http::{header, Method, StatusCode};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::Semaphore;
 
+use client::{Call, Content};
 pub use client::{Client, Endpoint};
 pub use error::PushError;
-use client::{Call, Content};
 use sessions::Sessions;
 
 /// Default upload chunk: large enough that per-request costs vanish, small enough that a
@@ -60,6 +60,8 @@ pub struct PushOptions {
     pub chunk: u64,
     /// No progress bars.
     pub quiet: bool,
+    /// The installer's platform (`linux/amd64`): the manifest a partial index is replaced by.
+    pub platform: String,
 }
 
 /// What a push did.
@@ -81,6 +83,8 @@ pub struct PushReport {
     pub manifests_present: u64,
     /// HTTP requests sent.
     pub requests: u64,
+    /// What was pushed differently than captured (an index with platforms not held).
+    pub warnings: Vec<String>,
 }
 
 /// An image and the repository it goes to.
@@ -243,6 +247,7 @@ pub async fn push(
 
     let mut manifests = 0;
     let mut manifests_present = 0;
+    let mut warnings = Vec::new();
     for (p, bar) in planned.iter().zip(&per_image) {
         // Children (platform manifests) before the index; the top-level one by tag, last.
         let (top, children) = p
@@ -250,12 +255,48 @@ pub async fn push(
             .manifests
             .split_first()
             .expect("an image has a top-level manifest");
-        for m in children.iter().chain(std::iter::once(top)) {
-            let reference = if std::ptr::eq(m, top) {
-                p.image.tag.clone().unwrap_or_else(|| m.digest.to_string())
-            } else {
-                m.digest.to_string()
-            };
+        // An index listing platforms the installer does not hold (the build kept only its
+        // own) cannot be stored: registries refuse an index whose children are missing.
+        // The tag then names the kept platform's manifest, unchanged.
+        let missing = job.missing_children(top, p.image)?;
+        let tag_target = if missing > 0 && !children.is_empty() {
+            let kept = children
+                .iter()
+                .find(|c| c.platform.as_deref() == Some(opts.platform.as_str()))
+                .unwrap_or(&children[0]);
+            warnings.push(format!(
+                "{}: the index lists {missing} platform(s) this installer does not hold; \
+                 {} is tagged with its {} manifest {} instead",
+                p.image.reference(),
+                p.repo,
+                kept.platform.as_deref().unwrap_or("kept"),
+                kept.digest
+            ));
+            Some(kept)
+        } else {
+            None
+        };
+        let order: Vec<(&airlock_payload::ManifestRef, String)> = children
+            .iter()
+            .map(|m| (m, m.digest.to_string()))
+            .chain(std::iter::once(match tag_target {
+                Some(kept) => (
+                    kept,
+                    p.image
+                        .tag
+                        .clone()
+                        .unwrap_or_else(|| kept.digest.to_string()),
+                ),
+                None => (
+                    top,
+                    p.image
+                        .tag
+                        .clone()
+                        .unwrap_or_else(|| top.digest.to_string()),
+                ),
+            }))
+            .collect();
+        for (m, reference) in order {
             let pushed = job
                 .push_manifest(&p.repo, &reference, &m.digest, &m.media_type)
                 .await
@@ -284,6 +325,7 @@ pub async fn push(
         manifests,
         manifests_present,
         requests: job.client.requests.load(Ordering::Relaxed),
+        warnings,
     })
 }
 
@@ -363,7 +405,9 @@ impl Job {
     ) -> Result<Option<String>, PushError> {
         let call = Call::new(
             Method::POST,
-            self.url(&format!("/v2/{repo}/blobs/uploads/?mount={digest}&from={from}")),
+            self.url(&format!(
+                "/v2/{repo}/blobs/uploads/?mount={digest}&from={from}"
+            )),
             vec![scope(repo), format!("repository:{from}:pull")],
         );
         let a = self.client.send(&call, true).await?;
@@ -457,7 +501,10 @@ impl Job {
             let len = self.chunk.min(blob.size - offset);
             let call = Call::new(Method::PATCH, location.clone(), vec![scope(repo)])
                 .header(header::CONTENT_TYPE, "application/octet-stream")
-                .header(header::CONTENT_RANGE, format!("{offset}-{}", offset + len - 1))
+                .header(
+                    header::CONTENT_RANGE,
+                    format!("{offset}-{}", offset + len - 1),
+                )
                 .body(Content::Blob {
                     payload: self.payload.clone(),
                     blob: blob.clone(),
@@ -479,9 +526,10 @@ impl Job {
                     continue;
                 }
                 Err(e) if e.is_fatal() => return Err(e),
-                Ok(a) if !(client::retryable(a.status)
-                    || a.status == StatusCode::NOT_FOUND
-                    || a.status == StatusCode::RANGE_NOT_SATISFIABLE) =>
+                Ok(a)
+                    if !(client::retryable(a.status)
+                        || a.status == StatusCode::NOT_FOUND
+                        || a.status == StatusCode::RANGE_NOT_SATISFIABLE) =>
                 {
                     return Err(a.error(&call));
                 }
@@ -528,17 +576,15 @@ impl Job {
         )
         .header(header::CONTENT_TYPE, "application/octet-stream");
         let failed = match self.client.send(&call, false).await {
-            Ok(a) if a.status == StatusCode::CREATED => {
-                match a.header(CONTENT_DIGEST) {
-                    Some(got) if got != digest => {
-                        return Err(PushError::DigestMismatch {
-                            expected: digest,
-                            got: got.to_owned(),
-                        })
-                    }
-                    _ => None,
+            Ok(a) if a.status == StatusCode::CREATED => match a.header(CONTENT_DIGEST) {
+                Some(got) if got != digest => {
+                    return Err(PushError::DigestMismatch {
+                        expected: digest,
+                        got: got.to_owned(),
+                    })
                 }
-            }
+                _ => None,
+            },
             Ok(a) => Some(a.error(&call)),
             Err(e) if e.is_fatal() => return Err(e),
             Err(e) => Some(e),
@@ -584,6 +630,44 @@ impl Job {
             }),
             _ => Ok(true),
         }
+    }
+
+    /// How many manifests the index `top` lists that `image` does not hold (0 for a
+    /// platform manifest).
+    fn missing_children(
+        &self,
+        top: &airlock_payload::ManifestRef,
+        image: &Image,
+    ) -> Result<usize, PushError> {
+        let is_index = top.media_type == airlock_oci::media::OCI_INDEX
+            || top.media_type == airlock_oci::media::DOCKER_LIST;
+        if !is_index {
+            return Ok(0);
+        }
+        let bytes = self.manifest_bytes(&top.digest)?;
+        #[derive(serde::Deserialize)]
+        struct Index {
+            #[serde(default)]
+            manifests: Vec<Child>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Child {
+            digest: String,
+        }
+        let index: Index = serde_json::from_slice(&bytes).map_err(|e| PushError::Read {
+            digest: top.digest.to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        })?;
+        Ok(index
+            .manifests
+            .iter()
+            .filter(|c| {
+                !image
+                    .manifests
+                    .iter()
+                    .any(|m| m.digest.to_string() == c.digest)
+            })
+            .count())
     }
 
     /// A manifest's bytes from the installer, checked.
@@ -652,7 +736,10 @@ mod tests {
         let err = plan(&images, "", true).unwrap_err().to_string();
         assert!(err.contains("docker.io/library/app:1"), "{err}");
         assert!(err.contains("example.hub/library/app:1"), "{err}");
-        assert!(err.contains("would both be pushed as library/app:1"), "{err}");
+        assert!(
+            err.contains("would both be pushed as library/app:1"),
+            "{err}"
+        );
         // Different tags do not collide.
         let images = [
             image("docker.io", "library/app", "1", 1),

@@ -18,7 +18,8 @@ pub fn default_path() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
         return Some(PathBuf::from(d).join("airlock/push-sessions.json"));
     }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state/airlock/push-sessions.json"))
+    std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".local/state/airlock/push-sessions.json"))
 }
 
 /// The open sessions of one push, kept in memory and in an optional file.
@@ -71,12 +72,12 @@ impl Sessions {
             None => map.remove(&key).is_some(),
         };
         match &self.path {
-            Some(path) if changed => write_atomically(path, &map).map_err(|source| {
-                PushError::Sessions {
+            Some(path) if changed => {
+                write_atomically(path, &map).map_err(|source| PushError::Sessions {
                     path: path.clone(),
                     source,
-                }
-            }),
+                })
+            }
             _ => Ok(()),
         }
     }
@@ -103,8 +104,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state/s.json");
         let s = Sessions::load(&path);
-        s.set("https://h", "a/b", "sha256:1", Some("https://h/v2/a/b/blobs/uploads/u?_state=x"))
-            .unwrap();
+        s.set(
+            "https://h",
+            "a/b",
+            "sha256:1",
+            Some("https://h/v2/a/b/blobs/uploads/u?_state=x"),
+        )
+        .unwrap();
         let again = Sessions::load(&path);
         assert_eq!(
             again.get("https://h", "a/b", "sha256:1").as_deref(),
@@ -112,6 +118,9 @@ mod tests {
         );
         assert_eq!(again.get("https://h", "a/c", "sha256:1"), None);
         again.set("https://h", "a/b", "sha256:1", None).unwrap();
-        assert_eq!(Sessions::load(&path).get("https://h", "a/b", "sha256:1"), None);
+        assert_eq!(
+            Sessions::load(&path).get("https://h", "a/b", "sha256:1"),
+            None
+        );
     }
 }

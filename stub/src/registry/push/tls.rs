@@ -103,7 +103,9 @@ impl ServerCertVerifier for Naming {
                 .unwrap_or_else(|| ("(unreadable)".into(), "(unreadable)".into()));
             let why = match e {
                 rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => {
-                    format!("certificate \"{subject}\" is signed by an unknown authority \"{issuer}\"")
+                    format!(
+                        "certificate \"{subject}\" is signed by an unknown authority \"{issuer}\""
+                    )
                 }
                 other => format!("certificate \"{subject}\" (issuer \"{issuer}\"): {other}"),
             };
