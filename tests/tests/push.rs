@@ -594,3 +594,68 @@ fn a_push_killed_halfway_through_a_large_layer_continues_where_it_stopped() {
     let digest = skopeo_digest(&pki, &format!("{}/site/example.hub/team/big:1", reg.host()));
     assert!(digest.starts_with("sha256:"));
 }
+
+/// containerd pulls a pushed image through the `hosts.toml` `install --registry` writes
+/// (the text pinned by `site_registry_gets_a_path_per_upstream...` in stub/src/install/
+/// mirror.rs): the site's `/v2/<prefix>/<host>` as API root with `override_path`, its CA.
+#[test]
+fn containerd_pulls_a_pushed_image_through_the_site_mirror_config() {
+    if !tools("push containerd test") || !util::oci::containerd_ready("push containerd test") {
+        return;
+    }
+    let imgs = build_images();
+    let work = &imgs.work;
+    let pki = Pki::make(&work.join("pki"));
+    let reg = SiteRegistry::start(&work.join("registry"), &pki);
+    let to = format!("https://{}/site", reg.host());
+    run_with_stdin(
+        push_command(
+            work,
+            &imgs.installer,
+            &to,
+            &["--ca", pki.ca().to_str().unwrap()],
+        ),
+        &format!("{PASSWORD}\n"),
+    )
+    .success();
+    let hosts = work.join("certs.d");
+    let dir = hosts.join("example.hub");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("hosts.toml"),
+        format!(
+            "# Written by airlock: pull from the site registry first.\n\
+             server = \"https://example.hub\"\n\n\
+             [host.\"https://{}/v2/site/example.hub\"]\n  capabilities = [\"pull\", \"resolve\"]\n  \
+             override_path = true\n  ca = \"{}\"\n",
+            reg.host(),
+            pki.ca().display()
+        ),
+    )
+    .unwrap();
+    let ctd = util::oci::Containerd::start();
+    let pulled = ctd.ctr(&[
+        "-n",
+        "airlock",
+        "image",
+        "pull",
+        "--hosts-dir",
+        hosts.to_str().unwrap(),
+        "--user",
+        &format!("{USER}:{PASSWORD}"),
+        "example.hub/team/app:1.0",
+    ]);
+    assert_eq!(pulled.code, Some(0), "{}\n{}", pulled.describe(), ctd.log());
+    let listed = ctd.ctr(&["-n", "airlock", "image", "ls"]).success();
+    let (_, digest) = &imgs.images[0];
+    let line = listed
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("example.hub/team/app:1.0"))
+        .unwrap_or_else(|| panic!("not listed:\n{}", listed.stdout));
+    assert!(line.contains(digest.as_str()), "{line} lacks {digest}");
+    assert!(
+        reg.count("GET", "/v2/site/example.hub/team/app/blobs/") > 0,
+        "the blobs did not come from the site registry"
+    );
+}
