@@ -556,6 +556,113 @@ fn strip_query(url: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A registry that wants a Bearer token from its realm `/token`, which wants Basic
+    /// `u:p`; every request is counted.
+    async fn token_registry() -> (String, Arc<AtomicU64>, tokio::sync::oneshot::Sender<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(AtomicU64::new(0));
+        let counter = seen.clone();
+        let good_basic = Credentials {
+            user: "u".into(),
+            password: "p".into(),
+        }
+        .basic_header();
+        let handler = move |req: Request<hyper::body::Incoming>| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            let auth = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            let good_basic = good_basic.clone();
+            let path = req.uri().path().to_owned();
+            let query = req.uri().query().unwrap_or("").to_owned();
+            async move {
+                let mut resp = http::Response::new(Body::empty());
+                if path == "/token" {
+                    if auth == good_basic && query.contains("scope=repository%3Ar%3Apull%2Cpush") {
+                        *resp.body_mut() = Body::full(r#"{"token":"t1"}"#);
+                    } else {
+                        *resp.status_mut() = StatusCode::UNAUTHORIZED;
+                    }
+                } else if auth != "Bearer t1" {
+                    *resp.status_mut() = StatusCode::UNAUTHORIZED;
+                    resp.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_str(&format!(
+                            r#"Bearer realm="http://{addr}/token",service="test",scope="repository:r:pull,push""#
+                        ))
+                        .unwrap(),
+                    );
+                }
+                resp
+            }
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(airlock_oci::serve(
+            listener,
+            handler,
+            airlock_oci::ServeOptions::default(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        (format!("http://{addr}"), seen, stop)
+    }
+
+    fn client_of(url: &str, password: &str) -> Client {
+        let tls = super::super::tls::client_config(None, true, Refusal::default()).unwrap();
+        let mut c = Client::new(
+            Endpoint::parse(url).unwrap(),
+            tls,
+            Refusal::default(),
+            Some(Credentials {
+                user: "u".into(),
+                password: password.into(),
+            }),
+            3,
+        );
+        c.backoff = Duration::from_millis(1);
+        c
+    }
+
+    #[tokio::test]
+    async fn a_bearer_challenge_is_answered_with_a_token_from_its_realm() {
+        let (url, seen, _stop) = token_registry().await;
+        let client = client_of(&url, "p");
+        let call = Call::new(
+            Method::HEAD,
+            format!("{url}/v2/r/blobs/sha256:00"),
+            vec!["repository:r:pull,push".into()],
+        );
+        let a = client.send(&call, true).await.unwrap();
+        assert_eq!(a.status, StatusCode::OK);
+        // The token is reused: one more request, no new challenge.
+        client.send(&call, true).await.unwrap();
+        assert_eq!(seen.load(Ordering::Relaxed), 4);
+    }
+
+    #[tokio::test]
+    async fn a_401_from_the_token_endpoint_is_one_error_without_retries() {
+        let (url, seen, _stop) = token_registry().await;
+        let client = client_of(&url, "wrong");
+        let call = Call::new(
+            Method::HEAD,
+            format!("{url}/v2/r/blobs/sha256:00"),
+            vec!["repository:r:pull,push".into()],
+        );
+        let err = client.send(&call, true).await.unwrap_err();
+        assert!(
+            matches!(&err, PushError::Unauthorized { url, status: 401, .. } if url.ends_with("/token")),
+            "{err}"
+        );
+        assert!(err.is_fatal());
+        assert!(!err.to_string().contains("wrong"), "{err}");
+        assert_eq!(seen.load(Ordering::Relaxed), 2);
+    }
+
     #[test]
     fn endpoints_parse_scheme_host_and_prefix() {
         let e = Endpoint::parse("https://harbor.site:8443/mirror/").unwrap();
