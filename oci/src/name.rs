@@ -100,9 +100,51 @@ pub fn resolve(
     })
 }
 
+/// The repository an image of upstream `host` gets in a site registry below `prefix`
+/// (`registry push`, and the mirror config that points runtimes there): `<prefix>/<host>/<repo>`,
+/// or `<prefix>/<repo>` when `flatten`. A `:port` in the host becomes `_port` (a colon is not
+/// allowed in a repository name; an underscore is not allowed in a host, so no real host
+/// collides). Check the result with `is_valid_repository`.
+pub fn site_repository(prefix: &str, host: &str, repository: &str, flatten: bool) -> String {
+    let host = canonical_host(host).replace(':', "_");
+    let mut parts: Vec<&str> = Vec::with_capacity(3);
+    let prefix = prefix.trim_matches('/');
+    if !prefix.is_empty() {
+        parts.push(prefix);
+    }
+    if !flatten {
+        parts.push(&host);
+    }
+    parts.push(repository);
+    parts.join("/")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn site_repositories_keep_the_host_below_the_prefix_unless_flattened() {
+        assert_eq!(
+            site_repository("mirror", "docker.io", "library/app", false),
+            "mirror/docker.io/library/app"
+        );
+        assert_eq!(
+            site_repository("", "registry.local:5000", "a/b", false),
+            "registry.local_5000/a/b"
+        );
+        assert_eq!(site_repository("/m/", "quay.io", "x/y", true), "m/x/y");
+        assert_eq!(
+            site_repository("", "index.docker.io", "library/app", false),
+            "docker.io/library/app"
+        );
+        assert!(is_valid_repository(&site_repository(
+            "mirror",
+            "registry.local:5000",
+            "a/b",
+            false
+        )));
+    }
 
     fn r(name: &str, ns: Option<&str>) -> String {
         let n = resolve(name, ns, |_| true).unwrap();

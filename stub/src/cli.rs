@@ -160,6 +160,77 @@ pub enum RegistryCommand {
     /// selects the upstream registry; a bare name means docker.io. The first line printed is
     /// `serving N images on http://ADDR` with the bound address (useful with port 0).
     Serve(ServeArgs),
+    /// Push every captured image into a registry (Harbor, Nexus, distribution...) under its
+    /// original name below the URL's path: `<prefix>/<host>/<repository>:<tag>`.
+    ///
+    /// Skips blobs the registry has, mounts blobs across repositories, uploads in chunks,
+    /// retries with backoff and continues an interrupted push when run again. Manifests go
+    /// last, children before indexes, byte-identical. Credentials: --user with
+    /// --password-stdin, else the docker config's `auths` ($DOCKER_CONFIG or ~/.docker).
+    Push(PushArgs),
+}
+
+/// Arguments of `registry push`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The registry and an optional path prefix: `https://harbor.site[:port][/prefix]`.
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    /// Trust the CA certificates in FILE (PEM) besides the system's.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub ca: Option<PathBuf>,
+    /// Accept any TLS certificate (testing only).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Drop the upstream host from names (`<prefix>/<repository>`); two images meeting on
+    /// one name are an error.
+    #[arg(long)]
+    pub flatten: bool,
+    /// The user name.
+    #[arg(long, value_name = "U", requires = "password_stdin")]
+    pub user: Option<String>,
+    /// Read the password from the first line of stdin.
+    #[arg(long, requires = "user")]
+    pub password_stdin: bool,
+    /// Blobs pushed at once.
+    #[arg(long, value_name = "N", default_value_t = crate::registry::push::DEFAULT_JOBS,
+          value_parser = clap::value_parser!(usize))]
+    pub jobs: usize,
+    /// Bytes per upload chunk (`PATCH`): a number with an optional K, M or G (powers of 1024).
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
+    pub chunk_size: u64,
+    /// Retries of a failed request (connection errors, 5xx, 408, 413, 429), with backoff.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub retries: u32,
+    /// Where unfinished upload sessions are recorded for a re-run (default:
+    /// $XDG_STATE_HOME or ~/.local/state, `airlock/push-sessions.json`).
+    #[arg(long, value_name = "FILE")]
+    pub sessions: Option<PathBuf>,
+}
+
+/// `64M`, `1G`, `512K` or a plain byte count; at least 1.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                _ => return Err(format!("unknown unit in {s:?} (use K, M or G)")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size such as 64M"))?;
+    match n.checked_mul(mult) {
+        Some(0) => Err("the size must be at least 1 byte".into()),
+        Some(v) => Ok(v),
+        None => Err(format!("{s:?} is too large")),
+    }
 }
 
 /// Arguments of `registry serve`.
@@ -310,6 +381,42 @@ mod tests {
         assert!(
             matches!(cli.command, Some(Command::Uninstall(ref a)) if a.root == Some(PathBuf::from("/tmp/r")))
         );
+    }
+
+    #[test]
+    fn registry_push_takes_a_url_credentials_and_sizes() {
+        let cli = Cli::try_parse_from([
+            "x.run",
+            "registry",
+            "push",
+            "--to",
+            "https://h/m",
+            "--user",
+            "u",
+            "--password-stdin",
+            "--chunk-size",
+            "8M",
+            "--jobs",
+            "2",
+        ])
+        .unwrap();
+        match cli.command {
+            Some(Command::Registry(RegistryCommand::Push(a))) => {
+                assert_eq!(a.to, "https://h/m");
+                assert_eq!(a.chunk_size, 8 << 20);
+                assert_eq!(a.jobs, 2);
+                assert!(a.password_stdin);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        // A user without a way to give the password is a usage error.
+        let err = Cli::try_parse_from(["x.run", "registry", "push", "--to", "h", "--user", "u"])
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert_eq!(parse_size("512"), Ok(512));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("3X").is_err());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use airlock_payload::Installer;
 
 use crate::cli::{
-    Cli, Command, InstallArgs, KeyArgs, RegistryCommand, ServeArgs, SignatureCommand,
+    Cli, Command, InstallArgs, KeyArgs, PushArgs, RegistryCommand, ServeArgs, SignatureCommand,
 };
 use crate::extract::{extract, ExtractOptions};
 use crate::info::{write_summary, InfoReport};
@@ -131,6 +131,10 @@ pub fn run_on(
             let root = a.root.as_deref().unwrap_or(Path::new("/"));
             signature::enforce_policy(&installer, root, &keys)?;
             install(&installer, a, path, cli.quiet, pages, out)
+        }
+        Some(Command::Registry(RegistryCommand::Push(a))) => {
+            signature::enforce_policy(&installer, Path::new("/"), &[])?;
+            push_registry(&installer, a, cli.quiet, out)
         }
         Some(Command::Uninstall(a)) => install::run::uninstall(
             &installer.meta().name,
@@ -292,6 +296,81 @@ pub fn serve_registry(
         }
         Ok(())
     })
+}
+
+/// `registry push`: credentials from `--user`/stdin or the docker config, then
+/// [`crate::registry::push::push`]; prints one summary line.
+pub fn push_registry(
+    installer: &Installer<'static>,
+    args: &PushArgs,
+    quiet: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    use crate::registry::push::{self, auth, sessions::Sessions, tls, PushOptions};
+    let endpoint = push::Endpoint::parse(&args.to)?;
+    let creds = match &args.user {
+        Some(user) => {
+            let mut line = String::new();
+            io::stdin()
+                .read_line(&mut line)
+                .map_err(|source| push::PushError::Credentials {
+                    from: "stdin".into(),
+                    source,
+                })?;
+            Some(auth::Credentials {
+                user: user.clone(),
+                password: line.trim_end_matches(['\r', '\n']).to_owned(),
+            })
+        }
+        None => match auth::docker_config_path() {
+            Some(p) => auth::from_docker_config(&p, &endpoint.authority)?,
+            None => None,
+        },
+    };
+    let refusal = tls::Refusal::default();
+    let config = tls::client_config(args.ca.as_deref(), args.insecure, refusal.clone())?;
+    let sessions = match args.sessions.clone().or_else(push::sessions::default_path) {
+        Some(p) => Sessions::load(&p),
+        None => Sessions::in_memory(),
+    };
+    let payload = Arc::new(installer.load_index()?);
+    let opts = PushOptions {
+        flatten: args.flatten,
+        jobs: args.jobs,
+        chunk: args.chunk_size,
+        quiet,
+        platform: installer.meta().platform.to_string(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(push::PushError::Runtime)?;
+    let target = endpoint.to_string();
+    let report = runtime.block_on(async move {
+        let client = push::Client::new(endpoint, config, refusal, creds, args.retries);
+        push::push(payload, client, sessions, &opts).await
+    })?;
+    for w in &report.warnings {
+        tracing::warn!("{w}");
+    }
+    if !quiet {
+        writeln!(
+            out,
+            "pushed {} image{} to {target}: {} blob{} uploaded ({}), {} mounted, {} already there; {} manifest{} pushed, {} already there",
+            report.images,
+            if report.images == 1 { "" } else { "s" },
+            report.uploaded,
+            if report.uploaded == 1 { "" } else { "s" },
+            human_bytes(report.uploaded_bytes),
+            report.mounted,
+            report.present,
+            report.manifests,
+            if report.manifests == 1 { "" } else { "s" },
+            report.manifests_present,
+        )
+        .map_err(Error::Output)?;
+    }
+    Ok(())
 }
 
 /// Writes this process's pid to `path`: a temp file in the same folder, synced, renamed.

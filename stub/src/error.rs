@@ -124,6 +124,9 @@ pub enum Error {
     /// The pull proxy's certificates could not be loaded (`registry serve --intercept`).
     #[error("failed to start the pull proxy")]
     Intercept(#[from] crate::intercept::InterceptError),
+    /// `registry push` failed.
+    #[error(transparent)]
+    Push(#[from] crate::registry::push::PushError),
     /// The registry service did not answer in time after it was started.
     #[error("the registry did not answer on http://{addr}/v2/ within {} s ({detail}); see {log}", .waited.as_secs())]
     RegistryNotReady {

@@ -74,7 +74,9 @@ fn write_spec(skip: Option<&str>, missing_image: Option<&str>) -> Workdir {
         .filter(|(r, _)| Some(*r) != missing_image)
         .map(|(r, tag)| format!("  - ref: {r}\n    from: oci:images/cp:{tag}\n"))
         .collect();
-    images.push_str(&format!("  - ref: {PAUSE}\n    from: oci:images/pause:3.10\n"));
+    images.push_str(&format!(
+        "  - ref: {PAUSE}\n    from: oci:images/pause:3.10\n"
+    ));
     work.write_file("kubeadm.yaml", CONFIG);
     work.write_spec(&format!(
         "name: kube\nversion: \"1.31\"\nfiles:\n{files}images:\n{images}\
@@ -225,12 +227,17 @@ fn kubeadm_round_trip() {
         )
         .success();
     assert!(
-        un.stdout
-            .contains(&format!("kubeadm: reset ({r}/usr/bin/kubeadm reset --force --rootfs {r})")),
+        un.stdout.contains(&format!(
+            "kubeadm: reset ({r}/usr/bin/kubeadm reset --force --rootfs {r})"
+        )),
         "{}",
         un.describe()
     );
-    assert_eq!(util::tree(root), Vec::<String>::new(), "uninstall left files");
+    assert_eq!(
+        util::tree(root),
+        Vec::<String>::new(),
+        "uninstall left files"
+    );
     assert_eq!(
         processes_mentioning(r),
         Vec::<u32>::new(),

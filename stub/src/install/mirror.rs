@@ -141,6 +141,124 @@ pub fn write_mirror_config<'a>(
     Ok(out)
 }
 
+/// Where the CA of a site registry is copied, inside the root (referenced by every config).
+pub const SITE_CA: &str = "/etc/airlock/site-ca.crt";
+
+/// A site registry the runtimes pull from instead of the local one (`install --registry`):
+/// the images were pushed there by `registry push` under `<prefix>/<host>/<repository>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteMirror {
+    /// `https` or `http`.
+    pub scheme: String,
+    /// `host[:port]` of the site registry.
+    pub authority: String,
+    /// Its path prefix, without slashes at the ends (may be empty).
+    pub prefix: String,
+    /// True when its CA is copied to [`SITE_CA`] and referenced.
+    pub ca: bool,
+}
+
+impl SiteMirror {
+    /// The repository prefix the images of upstream `host` live under on the site
+    /// (`mirror/docker.io`; a port becomes `_port`, as `registry push` names them).
+    pub fn path_for(&self, host: &str) -> String {
+        let full = airlock_oci::name::site_repository(&self.prefix, host, "x", false);
+        full.strip_suffix("/x").unwrap_or(&full).to_owned()
+    }
+}
+
+/// The `hosts.toml` that sends pulls of upstream `host` to the site registry: the site's
+/// `/v2/<prefix>/<host>` as the API root (`override_path`), the copied CA if any, and the
+/// upstream as `server` after it.
+pub fn site_hosts_toml(host: &str, site: &SiteMirror) -> String {
+    let mut s = String::from("# Written by airlock: pull from the site registry first.\n");
+    let _ = writeln!(s, "server = \"{}\"", upstream_server(host));
+    let _ = write!(
+        s,
+        "\n[host.\"{}://{}/v2/{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  override_path = true\n",
+        site.scheme,
+        site.authority,
+        site.path_for(host)
+    );
+    if site.ca {
+        let _ = writeln!(s, "  ca = \"{SITE_CA}\"");
+    }
+    s
+}
+
+/// The k3s `registries.yaml` for a site registry: each upstream host mirrored to the site
+/// with a `rewrite` that puts `<prefix>/<host>/` in front of the repository, and the CA.
+pub fn site_registries_yaml(hosts: &BTreeSet<String>, site: &SiteMirror) -> String {
+    let mut s =
+        String::from("# Written by airlock: pull from the site registry first.\nmirrors:\n");
+    for h in hosts {
+        let _ = write!(
+            s,
+            "  \"{h}\":\n    endpoint:\n      - \"{}://{}\"\n    rewrite:\n      \"^(.*)$\": \"{}/$1\"\n",
+            site.scheme,
+            site.authority,
+            site.path_for(h)
+        );
+    }
+    if site.ca {
+        let _ = write!(
+            s,
+            "configs:\n  \"{}\":\n    tls:\n      ca_file: \"{SITE_CA}\"\n",
+            site.authority
+        );
+    }
+    s
+}
+
+/// The mirror config files for a site registry (no catch-all: an image of an unknown
+/// upstream was not pushed under any known name), and the CA copy when `ca` is given.
+pub fn site_mirror_files<'a>(
+    site: &SiteMirror,
+    ca: Option<&str>,
+    hosts: impl IntoIterator<Item = &'a str>,
+    runtimes: Runtimes,
+) -> Result<Vec<(String, String)>> {
+    let hosts = upstream_hosts(hosts)?;
+    let mut files: Vec<(String, String)> = Vec::new();
+    if let Some(pem) = ca {
+        files.push((SITE_CA.to_owned(), pem.to_owned()));
+    }
+    if runtimes.containerd {
+        for h in &hosts {
+            files.push((
+                format!("{CERTS_DIR}/{h}/hosts.toml"),
+                site_hosts_toml(h, site),
+            ));
+        }
+    }
+    if runtimes.k3s {
+        files.push((
+            K3S_REGISTRIES.to_owned(),
+            site_registries_yaml(&hosts, site),
+        ));
+    }
+    Ok(files)
+}
+
+/// Writes [`site_mirror_files`] under `root`, atomically and only where content differs.
+pub fn write_site_mirror_config<'a>(
+    root: &Path,
+    site: &SiteMirror,
+    ca: Option<&str>,
+    hosts: impl IntoIterator<Item = &'a str>,
+    runtimes: Runtimes,
+) -> Result<MirrorConfig> {
+    let files = site_mirror_files(site, ca, hosts, runtimes)?;
+    let mut out = MirrorConfig::default();
+    for (logical, text) in files {
+        let written = write_atomic(root, &logical, text.as_bytes(), 0o644)?;
+        out.changed += usize::from(written.changed);
+        out.records.extend(written.records);
+        out.files.push(logical);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use std::fs;
@@ -153,6 +271,69 @@ mod tests {
         containerd: true,
         k3s: true,
     };
+
+    #[test]
+    fn a_site_registry_gets_a_path_per_upstream_with_override_path_and_the_ca() {
+        let root = tempfile::tempdir().unwrap();
+        let site = SiteMirror {
+            scheme: "https".into(),
+            authority: "harbor.site".into(),
+            prefix: "mirror".into(),
+            ca: true,
+        };
+        let out = write_site_mirror_config(
+            root.path(),
+            &site,
+            Some("-----BEGIN CERTIFICATE-----\n"),
+            ["docker.io", "registry.local:5000"],
+            BOTH,
+        )
+        .unwrap();
+        assert_eq!(
+            out.files,
+            [
+                SITE_CA,
+                "/etc/containerd/certs.d/docker.io/hosts.toml",
+                "/etc/containerd/certs.d/registry.local:5000/hosts.toml",
+                "/etc/rancher/k3s/registries.yaml",
+            ]
+        );
+        let read = |p: &str| fs::read_to_string(root.path().join(p)).unwrap();
+        assert_eq!(
+            read("etc/containerd/certs.d/docker.io/hosts.toml"),
+            "# Written by airlock: pull from the site registry first.\n\
+             server = \"https://registry-1.docker.io\"\n\
+             \n\
+             [host.\"https://harbor.site/v2/mirror/docker.io\"]\n  capabilities = [\"pull\", \"resolve\"]\n  override_path = true\n  ca = \"/etc/airlock/site-ca.crt\"\n"
+        );
+        assert!(
+            read("etc/containerd/certs.d/registry.local:5000/hosts.toml")
+                .contains("[host.\"https://harbor.site/v2/mirror/registry.local_5000\"]")
+        );
+        let yaml = read("etc/rancher/k3s/registries.yaml");
+        assert!(
+            yaml.contains("\"^(.*)$\": \"mirror/docker.io/$1\""),
+            "{yaml}"
+        );
+        assert!(
+            yaml.contains("ca_file: \"/etc/airlock/site-ca.crt\""),
+            "{yaml}"
+        );
+        assert_eq!(
+            read("etc/airlock/site-ca.crt"),
+            "-----BEGIN CERTIFICATE-----\n"
+        );
+        // A re-run rewrites nothing.
+        let again = write_site_mirror_config(
+            root.path(),
+            &site,
+            Some("-----BEGIN CERTIFICATE-----\n"),
+            ["docker.io", "registry.local:5000"],
+            BOTH,
+        )
+        .unwrap();
+        assert_eq!(again.changed, 0);
+    }
 
     #[test]
     fn every_host_and_the_catch_all_get_exact_hosts_toml() {

@@ -21,6 +21,7 @@
 
 mod body;
 mod error;
+pub mod push;
 mod range;
 
 #[cfg(test)]
