@@ -7,7 +7,6 @@ mod util;
 
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -40,34 +39,13 @@ struct Upstream {
 
 impl Upstream {
     fn start(dir: &Path) -> Upstream {
-        fs::create_dir_all(dir).unwrap();
-        let port = free_port();
-        let config = dir.join("registry.yml");
-        fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\n\
-                 storage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.join("storage").display()
-            ),
-        )
-        .unwrap();
-        let log = fs::File::create(dir.join("registry.log")).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start docker-registry");
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "docker-registry did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let port = util::free_port();
+        let config = format!(
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\n\
+             storage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.join("storage").display()
+        );
+        let child = util::oci::start_distribution(dir, port, &config);
         Upstream {
             child,
             port,
@@ -125,14 +103,6 @@ impl Drop for Upstream {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A running `airlock capture`; its stdout is collected line by line.
@@ -505,7 +475,7 @@ fn an_unreachable_upstream_is_a_quick_502_and_the_proxy_keeps_serving() {
     }
     let work = Workdir::new();
     let cap = work.join("cap");
-    let closed = format!("example.hub=http://127.0.0.1:{}", free_port());
+    let closed = format!("example.hub=http://127.0.0.1:{}", util::free_port());
     let proxy = Proxy::start(&work, &cap, &[closed]);
     let base = format!("http://{}", proxy.addr);
     for path in [

@@ -8,10 +8,8 @@
 mod util;
 
 use std::collections::BTreeSet;
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
 
 use airlock_fixtures::charts;
 use airlock_fixtures::images::{write_oci_layout, ImageContent, BUSYBOX_PATH};
@@ -385,36 +383,13 @@ impl Drop for Registry {
 }
 
 fn start_registry(dir: &Path) -> Registry {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let config = dir.join("registry.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.join("storage").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start docker-registry");
-    let registry = Registry { child, port };
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "docker-registry did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    registry
+    let port = util::free_port();
+    let config = format!(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+        dir.join("storage").display()
+    );
+    let child = util::oci::start_distribution(dir, port, &config);
+    Registry { child, port }
 }
 
 /// Also the regression test of a race in the build cache: the four images share their base

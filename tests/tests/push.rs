@@ -6,7 +6,6 @@ mod util;
 
 use std::fs;
 use std::io::Write as _;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -90,38 +89,18 @@ impl SiteRegistry {
         })
         .success();
         fs::write(dir.join("htpasswd"), pw.stdout).unwrap();
-        let port = free_port();
-        let config = dir.join("registry.yml");
-        fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\n\
-                 storage:\n  filesystem:\n    rootdirectory: {storage}\n\
-                 http:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {crt}\n    key: {key}\n\
-                 auth:\n  htpasswd:\n    realm: airlock-test\n    path: {htpasswd}\n",
-                storage = dir.join("storage").display(),
-                crt = pki.dir.join("server.crt").display(),
-                key = pki.dir.join("server.key").display(),
-                htpasswd = dir.join("htpasswd").display(),
-            ),
-        )
-        .unwrap();
-        let log = fs::File::create(dir.join("registry.log")).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start docker-registry");
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "docker-registry did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let port = util::free_port();
+        let config = format!(
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\n\
+             storage:\n  filesystem:\n    rootdirectory: {storage}\n\
+             http:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {crt}\n    key: {key}\n\
+             auth:\n  htpasswd:\n    realm: airlock-test\n    path: {htpasswd}\n",
+            storage = dir.join("storage").display(),
+            crt = pki.dir.join("server.crt").display(),
+            key = pki.dir.join("server.key").display(),
+            htpasswd = dir.join("htpasswd").display(),
+        );
+        let child = util::oci::start_distribution(dir, port, &config);
         SiteRegistry {
             child,
             port,
@@ -179,14 +158,6 @@ impl Drop for SiteRegistry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Runs `cmd` with `input` on its stdin.

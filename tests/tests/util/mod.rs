@@ -458,10 +458,15 @@ pub fn u64_of(v: &Value, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("{key} is not a number in {v}"))
 }
 
+/// A loopback port that was free a moment ago (for servers that need a fixed port).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().expect("a bound address").port()
+}
+
 /// A loopback address with a port that was free a moment ago (`install` needs a fixed port).
 pub fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().expect("a bound address").to_string()
+    format!("127.0.0.1:{}", free_port())
 }
 
 /// Every path under `dir`, relative, sorted (symlinks are listed, not followed); empty when

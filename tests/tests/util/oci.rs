@@ -290,3 +290,29 @@ pub fn rerun_in_namespaces(test: &str, namespaces: &[&str], marker_var: &str) {
     );
     assert!(marker.exists(), "the inner run of {test} did not happen");
 }
+
+/// Starts Debian's `docker-registry` (distribution) with `config` (YAML text, which must
+/// listen on `127.0.0.1:<port>`) written to `dir/registry.yml`, its output in
+/// `dir/registry.log`, and waits up to 20 s until the port accepts connections.
+pub fn start_distribution(dir: &Path, port: u16, config: &str) -> Child {
+    fs::create_dir_all(dir).unwrap();
+    let path = dir.join("registry.yml");
+    fs::write(&path, config).unwrap();
+    let log = fs::File::create(dir.join("registry.log")).unwrap();
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&path)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start docker-registry");
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "docker-registry did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
