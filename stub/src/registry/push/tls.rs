@@ -188,63 +188,8 @@ impl ServerCertVerifier for AcceptAnything {
 
 /// The subject and issuer of a DER certificate as `CN=..., O=...`.
 pub fn names_of(der: &[u8]) -> Option<(String, String)> {
-    use yasna::models::TaggedDerValue;
-    use yasna::Tag;
-    yasna::parse_der(der, |r| {
-        r.read_sequence(|r| {
-            let names = r.next().read_sequence(|r| {
-                // version [0] EXPLICIT (optional), serialNumber
-                let first: TaggedDerValue = r.next().read_tagged_der()?;
-                if first.tag() == Tag::context(0) {
-                    r.next().read_der()?; // serial
-                }
-                r.next().read_der()?; // signature algorithm
-                let issuer = read_name(r.next())?;
-                r.next().read_der()?; // validity
-                let subject = read_name(r.next())?;
-                // The rest (key, extensions) is not needed.
-                loop {
-                    if r.read_optional(|r| r.read_der())?.is_none() {
-                        break;
-                    }
-                }
-                Ok((subject, issuer))
-            })?;
-            r.next().read_der()?; // signature algorithm
-            r.next().read_der()?; // signature
-            Ok(names)
-        })
-    })
-    .ok()
-}
-
-/// An X.501 Name as `CN=a, O=b` (attributes in their order; unknown types by OID).
-fn read_name(r: yasna::BERReader<'_, '_>) -> yasna::ASN1Result<String> {
-    let mut parts = Vec::new();
-    r.read_sequence_of(|r| {
-        r.read_set_of(|r| {
-            r.read_sequence(|r| {
-                let oid = r.next().read_oid()?;
-                let value = r.next().read_tagged_der()?;
-                let key = match oid.components().as_slice() {
-                    [2, 5, 4, 3] => "CN".to_owned(),
-                    [2, 5, 4, 6] => "C".to_owned(),
-                    [2, 5, 4, 7] => "L".to_owned(),
-                    [2, 5, 4, 8] => "ST".to_owned(),
-                    [2, 5, 4, 10] => "O".to_owned(),
-                    [2, 5, 4, 11] => "OU".to_owned(),
-                    other => other
-                        .iter()
-                        .map(u64::to_string)
-                        .collect::<Vec<_>>()
-                        .join("."),
-                };
-                parts.push(format!("{key}={}", String::from_utf8_lossy(value.value())));
-                Ok(())
-            })
-        })
-    })?;
-    Ok(parts.join(", "))
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some((cert.subject().to_string(), cert.issuer().to_string()))
 }
 
 #[cfg(test)]
