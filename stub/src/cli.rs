@@ -139,6 +139,29 @@ pub struct InstallArgs {
     /// Restart Docker (systemd) so it reads the new drop-in now.
     #[arg(long)]
     pub restart_runtimes: bool,
+    /// Point the runtimes at this site registry instead of starting the installer's own:
+    /// `https://harbor.site[:port][/prefix]`, holding the images as `registry push --to URL`
+    /// names them (`<prefix>/<host>/<repository>:<tag>`). containerd and k3s get a mirror
+    /// per upstream host (containerd: `override_path`), podman/CRI-O a path mirror; Docker
+    /// cannot be pointed at a site registry (it is left out, or an error when named in
+    /// --mirror-for).
+    #[arg(long, value_name = "URL")]
+    pub registry: Option<String>,
+    /// The site registry's CA certificate (PEM), copied under the root and referenced by
+    /// every runtime's config.
+    #[arg(long, value_name = "FILE", requires = "registry")]
+    pub ca: Option<PathBuf>,
+    /// Push the installer's images into the site registry first (`registry push --to URL`
+    /// with --ca; credentials from --user/--password-stdin or the docker config). A failed
+    /// push changes nothing on this host.
+    #[arg(long, requires = "registry")]
+    pub push: bool,
+    /// The site registry's user name for --push.
+    #[arg(long, value_name = "U", requires = "push", requires = "password_stdin")]
+    pub user: Option<String>,
+    /// Read the --push password from the first line of stdin.
+    #[arg(long, requires = "user")]
+    pub password_stdin: bool,
 }
 
 /// Arguments of `uninstall`.

@@ -161,7 +161,7 @@ fn load_keys(args: &KeyArgs) -> Result<Vec<signature::TrustedKey>> {
 
 /// `install`: asks for confirmation only without `--yes` and with a terminal on stdin.
 fn install(
-    installer: &Installer<'_>,
+    installer: &Installer<'static>,
     args: &InstallArgs,
     path: &Path,
     quiet: bool,
@@ -181,6 +181,35 @@ fn install(
     };
     let interactive = !args.yes && !args.dry_run && io::stdin().is_terminal();
     let bar = bytes_bar(0, "files", quiet);
+    let site = match &args.registry {
+        Some(url) => Some(site_install(args, url)?),
+        None => None,
+    };
+    // The password is read before the confirmation question, so stdin is read in one order.
+    let push_args = site.as_ref().filter(|_| args.push).map(|_| PushArgs {
+        to: args.registry.clone().unwrap_or_default(),
+        ca: args.ca.clone(),
+        insecure: false,
+        flatten: false,
+        user: args.user.clone(),
+        password_stdin: args.password_stdin,
+        jobs: crate::registry::push::DEFAULT_JOBS,
+        chunk_size: 64 << 20,
+        retries: 5,
+        sessions: None,
+    });
+    let creds = match (&push_args, &site) {
+        (Some(p), Some((endpoint, _))) if !args.dry_run => {
+            push_credentials(p.user.as_deref(), endpoint)?
+        }
+        _ => None,
+    };
+    let push = |out: &mut dyn Write| -> Result<()> {
+        match &push_args {
+            Some(p) => push_images(installer, p, creds.clone(), quiet, out),
+            None => Ok(()),
+        }
+    };
     let opts = InstallOptions {
         root: args.root.as_deref(),
         listen: args.listen,
@@ -194,8 +223,56 @@ fn install(
         mirror_for: args.mirror_for.clone(),
         proxy_listen: args.proxy_listen,
         restart_runtimes: args.restart_runtimes,
+        site: site.map(|(_, site)| install::run::SiteInstall {
+            push: push_args
+                .is_some()
+                .then_some(&push as install::run::PushToSite<'_>),
+            ..site
+        }),
     };
     install::run::install(installer, &opts, &RealHost, out)
+}
+
+/// `--registry URL [--ca FILE]`: the site registry's address and CA, checked before
+/// anything is done.
+fn site_install(
+    args: &InstallArgs,
+    url: &str,
+) -> Result<(
+    crate::registry::push::Endpoint,
+    install::run::SiteInstall<'static>,
+)> {
+    let endpoint = crate::registry::push::Endpoint::parse(url)?;
+    let ca_pem = match &args.ca {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::SiteCa {
+                path: path.clone(),
+                why: e.to_string(),
+            })?;
+            if !text.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(Error::SiteCa {
+                    path: path.clone(),
+                    why: "no PEM certificate in it (no -----BEGIN CERTIFICATE----- line)".into(),
+                });
+            }
+            Some(text)
+        }
+        None => None,
+    };
+    let mirror = install::mirror::SiteMirror {
+        scheme: endpoint.scheme.clone(),
+        authority: endpoint.authority.clone(),
+        prefix: endpoint.prefix.clone(),
+        ca: None,
+    };
+    Ok((
+        endpoint,
+        install::run::SiteInstall {
+            mirror,
+            ca_pem,
+            push: None,
+        },
+    ))
 }
 
 /// `registry serve`: loads (and so checks) the index, binds, prints
@@ -306,19 +383,29 @@ pub fn push_registry(
     quiet: bool,
     out: &mut dyn Write,
 ) -> Result<()> {
-    use crate::registry::push::{self, auth, sessions::Sessions, tls, PushOptions};
-    let endpoint = push::Endpoint::parse(&args.to)?;
-    let creds = match &args.user {
+    let endpoint = crate::registry::push::Endpoint::parse(&args.to)?;
+    let creds = push_credentials(args.user.as_deref(), &endpoint)?;
+    push_images(installer, args, creds, quiet, out)
+}
+
+/// The push credentials: `--user` with the password from the first line of stdin, else the
+/// docker config's entry for the registry (or none).
+fn push_credentials(
+    user: Option<&str>,
+    endpoint: &crate::registry::push::Endpoint,
+) -> Result<Option<crate::registry::push::auth::Credentials>> {
+    use crate::registry::push::{auth, PushError};
+    Ok(match user {
         Some(user) => {
             let mut line = String::new();
             io::stdin()
                 .read_line(&mut line)
-                .map_err(|source| push::PushError::Credentials {
+                .map_err(|source| PushError::Credentials {
                     from: "stdin".into(),
                     source,
                 })?;
             Some(auth::Credentials {
-                user: user.clone(),
+                user: user.to_owned(),
                 password: line.trim_end_matches(['\r', '\n']).to_owned(),
             })
         }
@@ -326,7 +413,20 @@ pub fn push_registry(
             Some(p) => auth::from_docker_config(&p, &endpoint.authority)?,
             None => None,
         },
-    };
+    })
+}
+
+/// [`crate::registry::push::push`] of every image to `args.to` with `creds`; prints one
+/// summary line.
+fn push_images(
+    installer: &Installer<'static>,
+    args: &PushArgs,
+    creds: Option<crate::registry::push::auth::Credentials>,
+    quiet: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    use crate::registry::push::{self, sessions::Sessions, tls, PushOptions};
+    let endpoint = push::Endpoint::parse(&args.to)?;
     let refusal = tls::Refusal::default();
     let config = tls::client_config(args.ca.as_deref(), args.insecure, refusal.clone())?;
     let sessions = match args.sessions.clone().or_else(push::sessions::default_path) {

@@ -124,6 +124,14 @@ pub enum Error {
     /// The pull proxy's certificates could not be loaded (`registry serve --intercept`).
     #[error("failed to start the pull proxy")]
     Intercept(#[from] crate::intercept::InterceptError),
+    /// `install --ca FILE` cannot be read or holds no certificate.
+    #[error("cannot use --ca {}: {why}", .path.display())]
+    SiteCa {
+        /// The file given.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
     /// `registry push` failed.
     #[error(transparent)]
     Push(#[from] crate::registry::push::PushError),

@@ -570,11 +570,12 @@ fn a_push_killed_halfway_through_a_large_layer_completes_on_a_re_run_with_one_up
     assert!(digest.starts_with("sha256:"));
 }
 
-/// containerd pulls a pushed image through the `hosts.toml` `install --registry` writes
-/// (the text pinned by `site_registry_gets_a_path_per_upstream...` in stub/src/install/
-/// mirror.rs): the site's `/v2/<prefix>/<host>` as API root with `override_path`, its CA.
+/// `install --registry URL --ca FILE --push` on a staged root: the images are pushed, no
+/// local registry starts, and containerd pulls through the `hosts.toml` it wrote (the site's
+/// `/v2/<prefix>/<host>` as API root with `override_path`, the root's copy of the CA), with
+/// the digest the installer holds; `uninstall` takes the config and the CA away again.
 #[test]
-fn containerd_pulls_a_pushed_image_through_the_site_mirror_config() {
+fn install_with_a_site_registry_pushes_and_containerd_pulls_through_its_mirror_config() {
     if !tools("push containerd test") || !util::oci::containerd_ready("push containerd test") {
         return;
     }
@@ -583,31 +584,58 @@ fn containerd_pulls_a_pushed_image_through_the_site_mirror_config() {
     let pki = Pki::make(&work.join("pki"));
     let reg = SiteRegistry::start(&work.join("registry"), &pki);
     let to = format!("https://{}/site", reg.host());
-    run_with_stdin(
-        push_command(
-            work,
-            &imgs.installer,
+    let root = work.join("root");
+    let root_arg = root.to_str().unwrap();
+    let mut install = work.installer_command(
+        &imgs.installer,
+        &[
+            "install",
+            "--root",
+            root_arg,
+            "--yes",
+            "--mirror-for",
+            "containerd",
+            "--registry",
             &to,
-            &["--ca", pki.ca().to_str().unwrap()],
-        ),
-        &format!("{PASSWORD}\n"),
-    )
-    .success();
-    let hosts = work.join("certs.d");
-    let dir = hosts.join("example.hub");
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(
-        dir.join("hosts.toml"),
-        format!(
-            "# Written by airlock: pull from the site registry first.\n\
-             server = \"https://example.hub\"\n\n\
-             [host.\"https://{}/v2/site/example.hub\"]\n  capabilities = [\"pull\", \"resolve\"]\n  \
-             override_path = true\n  ca = \"{}\"\n",
-            reg.host(),
-            pki.ca().display()
-        ),
-    )
-    .unwrap();
+            "--ca",
+            pki.ca().to_str().unwrap(),
+            "--push",
+            "--user",
+            USER,
+            "--password-stdin",
+        ],
+    );
+    install.env("XDG_STATE_HOME", work.join("state"));
+    let installed = run_with_stdin(install, &format!("{PASSWORD}\n")).success();
+    assert!(
+        installed.stdout.contains("pushed 4 images to"),
+        "{}",
+        installed.describe()
+    );
+    assert!(
+        installed
+            .stdout
+            .contains(&format!("registry: none started; the runtimes pull from {to}")),
+        "{}",
+        installed.describe()
+    );
+    assert!(
+        !root.join("var/lib/airlock/pushme-registry.pid").exists()
+            && !installed.stdout.contains("registry: started"),
+        "a local registry was started:\n{}",
+        installed.stdout
+    );
+    let certs = root.join("etc/containerd/certs.d");
+    let toml = fs::read_to_string(certs.join("example.hub/hosts.toml")).unwrap();
+    let ca_copy = root.join("etc/airlock/site-ca.crt");
+    assert!(
+        toml.contains(&format!(
+            "[host.\"https://{}/v2/site/example.hub\"]",
+            reg.host()
+        )) && toml.contains(&format!("ca = \"{}\"", ca_copy.display())),
+        "{toml}"
+    );
+    assert_eq!(fs::read(&ca_copy).unwrap(), fs::read(pki.ca()).unwrap());
     let ctd = util::oci::Containerd::start();
     let pulled = ctd.ctr(&[
         "-n",
@@ -615,7 +643,7 @@ fn containerd_pulls_a_pushed_image_through_the_site_mirror_config() {
         "image",
         "pull",
         "--hosts-dir",
-        hosts.to_str().unwrap(),
+        certs.to_str().unwrap(),
         "--user",
         &format!("{USER}:{PASSWORD}"),
         "example.hub/team/app:1.0",
@@ -633,4 +661,55 @@ fn containerd_pulls_a_pushed_image_through_the_site_mirror_config() {
         reg.count("GET", "/v2/site/example.hub/team/app/blobs/") > 0,
         "the blobs did not come from the site registry"
     );
+    work.run_installer(&imgs.installer, &["uninstall", "--root", root_arg])
+        .success();
+    assert!(!certs.join("example.hub/hosts.toml").exists());
+    assert!(!ca_copy.exists());
+}
+
+/// Docker cannot be pointed at a site registry: naming it is refused before anything
+/// (the root is not even created); a CA file that is no certificate is refused too.
+#[test]
+fn install_with_a_site_registry_refuses_docker_and_a_bad_ca_and_changes_nothing() {
+    let work = Workdir::new();
+    work.write_spec("name: site\nversion: \"1\"\n");
+    let installer = work.build("site.run");
+    let root = work.join("root");
+    let root_arg = root.to_str().unwrap();
+    let refused = work
+        .run_installer(
+            &installer,
+            &[
+                "install",
+                "--root",
+                root_arg,
+                "--yes",
+                "--registry",
+                "https://harbor.site/mirror",
+                "--mirror-for",
+                "containerd,docker",
+            ],
+        )
+        .expect_code(1);
+    refused.stderr_has("install --registry cannot configure Docker");
+    assert!(!root.exists(), "the root was created");
+    let not_pem = work.write_file("not-a-ca.pem", "hello\n");
+    let refused = work
+        .run_installer(
+            &installer,
+            &[
+                "install",
+                "--root",
+                root_arg,
+                "--yes",
+                "--registry",
+                "https://harbor.site/mirror",
+                "--ca",
+                not_pem.to_str().unwrap(),
+            ],
+        )
+        .expect_code(1);
+    refused.stderr_has("cannot use --ca");
+    refused.stderr_has("no PEM certificate");
+    assert!(!root.exists(), "the root was created");
 }

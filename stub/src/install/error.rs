@@ -53,6 +53,13 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// `install --registry` with Docker named in `--mirror-for`.
+    #[error(
+        "install --registry cannot configure Docker: its pull proxy serves the installer's own \
+         registry, not a site registry; leave docker out of --mirror-for (containerd, k3s and \
+         podman/CRI-O pull from the site registry), or install without --registry"
+    )]
+    SiteDocker,
     /// A helper command (`systemctl`) could not be run or failed.
     #[error("failed to run `{command}`: {detail}")]
     Command {

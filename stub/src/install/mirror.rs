@@ -154,8 +154,9 @@ pub struct SiteMirror {
     pub authority: String,
     /// Its path prefix, without slashes at the ends (may be empty).
     pub prefix: String,
-    /// True when its CA is copied to [`SITE_CA`] and referenced.
-    pub ca: bool,
+    /// Where the runtimes read its CA when one is copied to [`SITE_CA`]: that path as seen
+    /// from the host (under `--root DIR` the root's copy, since the runtimes run on this host).
+    pub ca: Option<String>,
 }
 
 impl SiteMirror {
@@ -180,8 +181,8 @@ pub fn site_hosts_toml(host: &str, site: &SiteMirror) -> String {
         site.authority,
         site.path_for(host)
     );
-    if site.ca {
-        let _ = writeln!(s, "  ca = \"{SITE_CA}\"");
+    if let Some(ca) = &site.ca {
+        let _ = writeln!(s, "  ca = \"{ca}\"");
     }
     s
 }
@@ -200,10 +201,10 @@ pub fn site_registries_yaml(hosts: &BTreeSet<String>, site: &SiteMirror) -> Stri
             site.path_for(h)
         );
     }
-    if site.ca {
+    if let Some(ca) = &site.ca {
         let _ = write!(
             s,
-            "configs:\n  \"{}\":\n    tls:\n      ca_file: \"{SITE_CA}\"\n",
+            "configs:\n  \"{}\":\n    tls:\n      ca_file: \"{ca}\"\n",
             site.authority
         );
     }
@@ -279,7 +280,7 @@ mod tests {
             scheme: "https".into(),
             authority: "harbor.site".into(),
             prefix: "mirror".into(),
-            ca: true,
+            ca: Some(SITE_CA.into()),
         };
         let out = write_site_mirror_config(
             root.path(),

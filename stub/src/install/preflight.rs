@@ -43,6 +43,9 @@ pub struct PreflightInput<'a> {
     /// (`service::service_is_running` on the record's registry service): a busy
     /// port is then fine.
     pub own_registry_running: bool,
+    /// False with a site registry (`install --registry`): no registry of ours listens, so
+    /// its port is not checked.
+    pub needs_port: bool,
     /// Commands the engine needs (`containerd`, `runc`, `k3s`).
     pub commands: &'a [&'a str],
     /// Paths of the payload's files (`usr/local/bin/containerd`): a command shipped in the
@@ -210,7 +213,7 @@ pub fn preflight(input: &PreflightInput<'_>, host: &dyn Host) -> Preflight {
         }),
     }
 
-    if !input.own_registry_running {
+    if input.needs_port && !input.own_registry_running {
         if let Err(e) = host.try_bind(input.listen) {
             problems.push(Problem::PortBusy {
                 addr: input.listen,
@@ -269,6 +272,7 @@ mod tests {
             need_inodes: 10,
             listen: "127.0.0.1:5000".parse().unwrap(),
             own_registry_running: false,
+            needs_port: true,
             commands: &["containerd", "runc", "iptables"],
             payload_files: &["usr/local/bin/containerd", "usr/local/bin/runc"],
             exec_dirs: &["/usr/local/bin"],

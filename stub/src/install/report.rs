@@ -73,6 +73,8 @@ pub struct Plan<'a> {
     pub mode: ServiceMode,
     /// The registry address.
     pub listen: SocketAddr,
+    /// `--registry`: the site registry the runtimes are pointed at (no local registry).
+    pub site: Option<String>,
     /// Upstream hosts of the captured images.
     pub hosts: &'a [&'a str],
     /// More lines: the engine's and the hooks'.
@@ -83,16 +85,23 @@ impl Plan<'_> {
     /// The plan, one item a line.
     pub fn text(&self) -> String {
         let root = self.root;
-        let service = match self.mode {
-            ServiceMode::Systemd => format!("systemd unit {}", registry_unit_name(self.name)),
-            ServiceMode::Daemon => {
-                format!("daemon with pid file and log in {}", shown(root, STATE_DIR))
-            }
+        let service = match (&self.site, self.mode) {
+            (Some(site), _) => format!("none started: the runtimes pull from {site}"),
+            (None, ServiceMode::Systemd) => format!(
+                "systemd unit {}, listening on {}",
+                registry_unit_name(self.name),
+                self.listen
+            ),
+            (None, ServiceMode::Daemon) => format!(
+                "daemon with pid file and log in {}, listening on {}",
+                shown(root, STATE_DIR),
+                self.listen
+            ),
         };
         let mut text = format!(
             "plan:\n  files: {} entries ({} files, {}) under {} ({} exist already: \
-             files are replaced, folders merged)\n  installer copy: {}\n  registry: {service}, \
-             listening on {}\n  mirror config: containerd {}/<host>/hosts.toml for {}; k3s {}\n  \
+             files are replaced, folders merged)\n  installer copy: {}\n  registry: {service}\n  \
+             mirror config: containerd {}/<host>/hosts.toml for {}; k3s {}\n  \
              record: {}",
             self.entries,
             self.files,
@@ -100,7 +109,6 @@ impl Plan<'_> {
             root.display(),
             self.existing,
             shown(root, &installer_copy_path(self.name, self.version)),
-            self.listen,
             shown(root, CERTS_DIR),
             mirror_hosts_text(self.hosts),
             shown(root, K3S_REGISTRIES),
@@ -137,6 +145,8 @@ pub struct Summary<'a> {
     pub copy: &'a Path,
     /// The registry address.
     pub listen: SocketAddr,
+    /// `--registry`: the site registry the runtimes pull from (no local registry).
+    pub site: Option<String>,
     /// How the registry runs (`daemon pid 12`, `systemd unit ...`).
     pub how: &'a str,
     /// Where its output goes.
@@ -154,19 +164,27 @@ impl Summary<'_> {
     pub fn text(&self) -> String {
         let root = self.root;
         let certs = shown(root, CERTS_DIR);
+        let registry = match &self.site {
+            Some(site) => format!(
+                "{site} (site registry, {} image(s) expected there; none of ours runs)",
+                self.index.images().len()
+            ),
+            None => format!(
+                "http://{} serving {} image(s) ({}; log: {})",
+                self.listen,
+                self.index.images().len(),
+                self.how,
+                self.log
+            ),
+        };
         let mut text = format!(
             "\ninstalled {} {} under {}:\n  files: {} entries from the installer\n  \
-             installer copy: {}\n  registry: http://{} serving {} image(s) ({}; log: {})\n  \
-             mirror config:",
+             installer copy: {}\n  registry: {registry}\n  mirror config:",
             self.name,
             self.version,
             root.display(),
             self.index.entries().len(),
             self.copy.display(),
-            self.listen,
-            self.index.images().len(),
-            self.how,
-            self.log,
         );
         for f in self.mirror_files {
             text.push_str(&format!("\n    {}", shown(root, f)));
@@ -231,6 +249,7 @@ mod tests {
             existing: 1,
             mode: ServiceMode::Daemon,
             listen: "127.0.0.1:5000".parse().unwrap(),
+            site: None,
             hosts: &["docker.io"],
             extra: vec!["engine: none".into()],
         };

@@ -27,6 +27,7 @@ use super::hooks;
 use super::host::Host;
 use super::lock::InstallLock;
 use super::mirror::{mirror_files, write_mirror_config, MirrorConfig, Runtimes};
+use super::mirror::{site_mirror_files, write_site_mirror_config, SiteMirror, SITE_CA};
 use super::mirror::{CERTS_DIR, K3S_REGISTRIES};
 use super::persist::{installer_copy_path, persist_installer, Persisted};
 use super::preflight::{preflight, space_needed, PreflightInput, Problem};
@@ -74,7 +75,26 @@ pub struct InstallOptions<'a> {
     pub proxy_listen: Option<SocketAddr>,
     /// `--restart-runtimes`: restart Docker so it reads the proxy drop-in.
     pub restart_runtimes: bool,
+    /// `--registry URL`: the runtimes pull from this site registry and no local registry
+    /// runs.
+    pub site: Option<SiteInstall<'a>>,
 }
+
+/// `install --registry URL [--ca FILE] [--push]`: a site registry (Harbor, distribution...)
+/// holding the images under the names `registry push` gives them
+/// (`<prefix>/<host>/<repository>`), which the mirror config points every runtime at.
+pub struct SiteInstall<'a> {
+    /// Scheme, `host[:port]` and prefix; its `ca` is set by the install (the root's copy).
+    pub mirror: SiteMirror,
+    /// The PEM text of `--ca FILE`, copied to [`SITE_CA`] under the root.
+    pub ca_pem: Option<String>,
+    /// `--push`: pushes the installer's images there after preflight, before anything on
+    /// this host changes (a failed push leaves the host as it was).
+    pub push: Option<PushToSite<'a>>,
+}
+
+/// Pushes the images to the site registry, printing its lines on the given output.
+pub type PushToSite<'a> = &'a dyn Fn(&mut dyn Write) -> Result<()>;
 
 /// Runs `install` (see the module docs) with the installer `installer` whose file is
 /// `opts.installer_path`, writing one line per step and a summary to `out`.
@@ -90,12 +110,19 @@ pub fn install(
     if run.preflight()? == Go::Stop {
         return Ok(());
     }
+    run.push_to_site()?;
     run.hook(HookStage::PreInstall)?;
     run.files()?;
     let copy = run.persist()?;
     run.runtime_config()?;
-    let registry = run.registry_service(&copy)?;
-    run.readiness(&registry)?;
+    let registry = match &run.site {
+        Some(_) => run.stop_local_registry()?,
+        None => {
+            let registry = run.registry_service(&copy)?;
+            run.readiness(&registry)?;
+            registry
+        }
+    };
     let mirrors = run.mirror_config()?;
     let engine = run.engine()?;
     run.hook(HookStage::PostInstall)?;
@@ -113,7 +140,8 @@ enum Go {
 
 /// The registry once its step ran: the started service and how to talk about it.
 struct Registry {
-    service: StartedService,
+    /// `None` with a site registry (`--registry`): nothing of ours serves.
+    service: Option<StartedService>,
     /// `daemon pid 12` or `systemd unit airlock-registry-edge.service`.
     how: String,
     /// Its log file, or the `journalctl` command that shows it.
@@ -152,6 +180,10 @@ struct Install<'a, 'o> {
     proxy_addr: SocketAddr,
     /// Docker's `daemon.json` with our values merged in, once preflight read it.
     daemon_json: Option<String>,
+    /// `--registry`: the site registry, with the path its CA copy has for the runtimes.
+    site: Option<SiteMirror>,
+    /// Runtimes detected on this host that `--registry` leaves without config (Docker).
+    left_out: Vec<Runtime>,
 }
 
 impl<'a, 'o> Install<'a, 'o> {
@@ -169,6 +201,13 @@ impl<'a, 'o> Install<'a, 'o> {
         };
         if opts.listen.port() == 0 {
             return Err(Error::ListenPortZero(opts.listen));
+        }
+        let docker_named = opts
+            .mirror_for
+            .as_ref()
+            .is_some_and(|l| l.contains(&Runtime::Docker));
+        if opts.site.is_some() && docker_named {
+            return Err(super::Error::SiteDocker.into());
         }
         let meta = installer.meta();
         let (name, version) = (meta.name.as_str(), meta.version.as_str());
@@ -200,6 +239,19 @@ impl<'a, 'o> Install<'a, 'o> {
         if payload.index().images().is_empty() {
             chosen.retain(|r| matches!(r, Runtime::Containerd | Runtime::K3s));
         }
+        // Docker's classic image store needs the pull proxy, which serves the installer's own
+        // registry: a site registry cannot be put behind it (yet).
+        let mut left_out = Vec::new();
+        if opts.site.is_some() && chosen.remove(&Runtime::Docker) {
+            left_out.push(Runtime::Docker);
+        }
+        let site = opts.site.as_ref().map(|s| SiteMirror {
+            ca: s
+                .ca_pem
+                .as_ref()
+                .map(|_| resolve(&root, SITE_CA).to_string_lossy().into_owned()),
+            ..s.mirror.clone()
+        });
         let proxy_addr = opts.proxy_listen.unwrap_or_else(|| {
             SocketAddr::new(opts.listen.ip(), opts.listen.port().wrapping_add(1))
         });
@@ -222,6 +274,8 @@ impl<'a, 'o> Install<'a, 'o> {
             chosen,
             proxy_addr,
             daemon_json: None,
+            site,
+            left_out,
         })
     }
 
@@ -326,6 +380,7 @@ impl<'a, 'o> Install<'a, 'o> {
                 need_bytes,
                 need_inodes,
                 listen: opts.listen,
+                needs_port: self.site.is_none(),
                 own_registry_running,
                 commands: &[],
                 payload_files: &payload_files,
@@ -367,16 +422,22 @@ impl<'a, 'o> Install<'a, 'o> {
             .count();
         self.existing = existing;
         if report.is_ok() {
+            let registry = match &self.site {
+                Some(site) => format!("site registry {}", site_url(site)),
+                None => format!(
+                    "registry address {} {}",
+                    opts.listen,
+                    if own_registry_running {
+                        "served by our registry already"
+                    } else {
+                        "free"
+                    }
+                ),
+            };
             self.say.line(format!(
-                "preflight: ok (need {} and {need_inodes} inodes under {}; registry address {} {})",
+                "preflight: ok (need {} and {need_inodes} inodes under {}; {registry})",
                 human_bytes(need_bytes),
                 root.display(),
-                opts.listen,
-                if own_registry_running {
-                    "served by our registry already"
-                } else {
-                    "free"
-                }
             ))?;
         } else {
             self.say.line(format!(
@@ -408,6 +469,7 @@ impl<'a, 'o> Install<'a, 'o> {
                 existing,
                 mode: self.mode,
                 listen: opts.listen,
+                site: self.site.as_ref().map(site_url),
                 hosts: &hosts,
                 extra,
             };
@@ -439,7 +501,10 @@ impl<'a, 'o> Install<'a, 'o> {
             ("AIRLOCK_ROOT".into(), root.to_string_lossy().into_owned()),
             (
                 "AIRLOCK_REGISTRY".into(),
-                poll_addr(opts.listen).to_string(),
+                match &self.site {
+                    Some(site) => site_url(site),
+                    None => poll_addr(opts.listen).to_string(),
+                },
             ),
             (
                 "AIRLOCK_INSTALLER".into(),
@@ -567,8 +632,11 @@ impl<'a, 'o> Install<'a, 'o> {
             registry: self.opts.listen,
             proxy: self.proxy_addr,
         };
-        let files = runtimes::plan(root, self.name, &self.chosen, &upstream, addrs)
-            .map_err(super::Error::from)?;
+        let files = match &self.site {
+            Some(site) => self.site_runtime_files(site, &upstream),
+            None => runtimes::plan(root, self.name, &self.chosen, &upstream, addrs)
+                .map_err(super::Error::from)?,
+        };
         let ahead: Vec<(&str, PathKind)> = files
             .iter()
             .map(|(p, _, _)| (p.as_str(), PathKind::File))
@@ -606,6 +674,73 @@ impl<'a, 'o> Install<'a, 'o> {
                 .collect::<Vec<_>>()
                 .join(", ")
         ))
+    }
+
+    /// `--push`: the images go to the site registry before anything here changes.
+    fn push_to_site(&mut self) -> Result<()> {
+        let Some(push) = self.opts.site.as_ref().and_then(|s| s.push) else {
+            return Ok(());
+        };
+        push(&mut *self.say.out)
+    }
+
+    /// The podman/CRI-O drop-in (and the site's CA where they read it) for `--registry`.
+    fn site_runtime_files(
+        &self,
+        site: &SiteMirror,
+        upstream: &std::collections::BTreeSet<String>,
+    ) -> Vec<(String, String, u32)> {
+        if !self.chosen.contains(&Runtime::Podman) {
+            return Vec::new();
+        }
+        let mut files = vec![(
+            runtimes::podman::dropin_path(self.name),
+            runtimes::podman::site_registries_conf(self.name, upstream, site),
+            0o644,
+        )];
+        if let Some(pem) = self.opts.site.as_ref().and_then(|s| s.ca_pem.as_ref()) {
+            files.push((
+                runtimes::podman::site_ca_path(&site.authority),
+                pem.clone(),
+                0o644,
+            ));
+        }
+        files
+    }
+
+    /// Step 6 with `--registry`: no registry of ours runs. One an earlier install started is
+    /// stopped (it stays in the record, so `uninstall` removes its files and an install
+    /// without `--registry` starts it again).
+    fn stop_local_registry(&mut self) -> Result<Registry> {
+        let (root, host) = (self.root.as_path(), self.host);
+        for s in &self.record.services {
+            if s.name != "registry" || !service_is_running(root, s, host) {
+                continue;
+            }
+            match &s.supervision {
+                Supervision::Daemon(d) => {
+                    d.stop(root, host, STOP_TIMEOUT)?;
+                }
+                Supervision::Systemd { unit } => {
+                    host.run("systemctl", &["stop", unit]).map_err(|e| {
+                        Error::Install(super::Error::Command {
+                            command: format!("systemctl stop {unit}"),
+                            detail: e.to_string(),
+                        })
+                    })?;
+                }
+            }
+            self.say
+                .line("registry: stopped the local registry of an earlier install")?;
+        }
+        let site = self.site.as_ref().map(site_url).unwrap_or_default();
+        self.say
+            .line(format!("registry: none started; the runtimes pull from {site}"))?;
+        Ok(Registry {
+            service: None,
+            how: format!("site registry {site}"),
+            log: String::new(),
+        })
     }
 
     /// Step 6: The registry service. A registry of ours that runs another copy or address, or
@@ -667,13 +802,20 @@ impl<'a, 'o> Install<'a, 'o> {
                 "already running as"
             },
         ))?;
-        Ok(Registry { service, how, log })
+        Ok(Registry {
+            service: Some(service),
+            how,
+            log,
+        })
     }
 
     /// Step 7, readiness: the registry answers `GET /v2/` with 200.
     fn readiness(&mut self, registry: &Registry) -> Result<()> {
         let (root, host) = (self.root.as_path(), self.host);
-        let svc = &registry.service.service;
+        let Some(started) = &registry.service else {
+            return Ok(());
+        };
+        let svc = &started.service;
         let alive = || match &svc.supervision {
             Supervision::Daemon(d) => d.is_running(root, host).ok().flatten().is_some(),
             // systemd restarts a failing unit: keep polling until the timeout.
@@ -702,18 +844,31 @@ impl<'a, 'o> Install<'a, 'o> {
             containerd: all || self.chosen.contains(&Runtime::Containerd),
             k3s: all || self.chosen.contains(&Runtime::K3s),
         };
-        let planned = mirror_files(listen, hosts.iter().copied(), runtimes)?;
+        let ca_pem = self
+            .opts
+            .site
+            .as_ref()
+            .and_then(|s| s.ca_pem.as_deref());
+        let planned = match &self.site {
+            Some(site) => site_mirror_files(site, ca_pem, hosts.iter().copied(), runtimes)?,
+            None => mirror_files(listen, hosts.iter().copied(), runtimes)?,
+        };
         let ahead: Vec<(&str, PathKind)> = planned
             .iter()
             .map(|(p, _)| (p.as_str(), PathKind::File))
             .collect();
         self.record.note_ahead(root, &ahead)?;
-        let mirrors = write_mirror_config(root, listen, hosts.iter().copied(), runtimes)?;
+        let mirrors = match &self.site {
+            Some(site) => {
+                write_site_mirror_config(root, site, ca_pem, hosts.iter().copied(), runtimes)?
+            }
+            None => write_mirror_config(root, listen, hosts.iter().copied(), runtimes)?,
+        };
         self.record.note_paths(mirrors.records.clone());
         self.record.note_mirror_files(mirrors.files.clone());
         if runtimes.containerd || runtimes.k3s {
             self.say.line(format!(
-                "mirror config: {} files ({}), {} changed",
+                "mirror config: {} files ({}){}, {} changed",
                 mirrors.files.len(),
                 match (runtimes.containerd, runtimes.k3s) {
                     (true, true) => format!(
@@ -723,6 +878,10 @@ impl<'a, 'o> Install<'a, 'o> {
                     (true, false) =>
                         format!("containerd hosts.toml for {}", mirror_hosts_text(&hosts)),
                     _ => "k3s registries.yaml".to_owned(),
+                },
+                match &self.site {
+                    Some(site) => format!(" pointing at {}", site_url(site)),
+                    None => String::new(),
                 },
                 mirrors.changed
             ))?;
@@ -785,6 +944,13 @@ impl<'a, 'o> Install<'a, 'o> {
             addrs,
             restarted,
         ));
+        for r in &self.left_out {
+            engine.push(format!(
+                "{}: no config (found on this host, but install --registry cannot point its \
+                 pull proxy at a site registry)",
+                r.as_str()
+            ));
+        }
         let engine = engine.as_slice();
         let index = self.payload.index();
         let summary = Summary {
@@ -795,6 +961,7 @@ impl<'a, 'o> Install<'a, 'o> {
             index,
             copy: &copy.path,
             listen: self.opts.listen,
+            site: self.site.as_ref().map(site_url),
             how: &registry.how,
             log: &registry.log,
             mirror_files: &mirrors.files,
@@ -802,6 +969,15 @@ impl<'a, 'o> Install<'a, 'o> {
             hooks: &index.install().hooks,
         };
         self.say.line(summary.text())
+    }
+}
+
+/// `https://harbor.site/mirror`: how a site registry is named in lines and the summary.
+fn site_url(site: &SiteMirror) -> String {
+    if site.prefix.is_empty() {
+        format!("{}://{}", site.scheme, site.authority)
+    } else {
+        format!("{}://{}/{}", site.scheme, site.authority, site.prefix)
     }
 }
 
