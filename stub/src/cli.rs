@@ -162,6 +162,13 @@ pub struct InstallArgs {
     /// Read the --push password from the first line of stdin.
     #[arg(long, requires = "user")]
     pub password_stdin: bool,
+    /// Upgrading: keep the earlier version's persistent copy (it is deleted once this
+    /// version is installed and serving).
+    #[arg(long)]
+    pub keep_previous: bool,
+    /// Install even when a newer version of this installer is installed.
+    #[arg(long)]
+    pub allow_downgrade: bool,
 }
 
 /// Arguments of `uninstall`.

@@ -229,6 +229,8 @@ fn install(
                 .then_some(&push as install::run::PushToSite<'_>),
             ..site
         }),
+        keep_previous: args.keep_previous,
+        allow_downgrade: args.allow_downgrade,
     };
     install::run::install(installer, &opts, &RealHost, out)
 }

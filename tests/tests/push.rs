@@ -613,9 +613,9 @@ fn install_with_a_site_registry_pushes_and_containerd_pulls_through_its_mirror_c
         installed.describe()
     );
     assert!(
-        installed
-            .stdout
-            .contains(&format!("registry: none started; the runtimes pull from {to}")),
+        installed.stdout.contains(&format!(
+            "registry: none started; the runtimes pull from {to}"
+        )),
         "{}",
         installed.describe()
     );

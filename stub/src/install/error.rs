@@ -53,6 +53,19 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// An older version than the one installed, without `--allow-downgrade`.
+    #[error(
+        "{name} {installed} is installed and this installer is the older {this}: nothing was \
+         changed; pass --allow-downgrade to install it anyway"
+    )]
+    Downgrade {
+        /// The installer name.
+        name: String,
+        /// The installed version.
+        installed: String,
+        /// This installer's version.
+        this: String,
+    },
     /// `install --registry` with Docker named in `--mirror-for`.
     #[error(
         "install --registry cannot configure Docker: its pull proxy serves the installer's own \

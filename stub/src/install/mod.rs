@@ -38,7 +38,7 @@
 //! | steps | [`lock`], [`persist`], [`service`], [`mirror`], [`preflight`] |
 //! | runtimes | [`runtimes`]: Docker and podman config, the pull proxy's files (on [`mirror`], [`service`]) |
 //! | record | [`record`]: gathers the `PathRecord`s and `ServiceRecord`s the steps produce |
-//! | on the record | [`undo`], [`hooks`], [`containerd`], [`k3s`], then [`engine`] |
+//! | on the record | [`undo`], [`upgrade`], [`hooks`], [`containerd`], [`k3s`], then [`engine`] |
 //! | commands | [`report`], then [`run`] |
 
 pub mod containerd;
@@ -60,6 +60,7 @@ pub mod run;
 pub mod runtimes;
 pub mod service;
 pub mod undo;
+pub mod upgrade;
 
 pub use error::{Error, Result};
 

@@ -40,6 +40,7 @@ use super::service::{
     start_service, Daemon, ServiceMode, StartedService, Supervision, STOP_TIMEOUT, UNIT_DIR,
 };
 use super::undo::undo;
+use super::upgrade::{compare_versions, prune_stale};
 use super::{validate_name, validate_version, STATE_DIR};
 use crate::extract::{extract, ExtractOptions};
 use crate::sys::Statvfs;
@@ -78,6 +79,10 @@ pub struct InstallOptions<'a> {
     /// `--registry URL`: the runtimes pull from this site registry and no local registry
     /// runs.
     pub site: Option<SiteInstall<'a>>,
+    /// `--keep-previous`: an upgrade keeps the earlier version's persistent copy.
+    pub keep_previous: bool,
+    /// `--allow-downgrade`: install over a newer installed version.
+    pub allow_downgrade: bool,
 }
 
 /// `install --registry URL [--ca FILE] [--push]`: a site registry (Harbor, distribution...)
@@ -113,6 +118,7 @@ pub fn install(
     run.push_to_site()?;
     run.hook(HookStage::PreInstall)?;
     run.files()?;
+    run.prune_previous()?;
     let copy = run.persist()?;
     run.runtime_config()?;
     let registry = match &run.site {
@@ -124,6 +130,7 @@ pub fn install(
         }
     };
     let mirrors = run.mirror_config()?;
+    run.drop_previous_copy()?;
     let engine = run.engine()?;
     run.hook(HookStage::PostInstall)?;
     run.finish(&copy, &registry, &mirrors, &engine)
@@ -184,6 +191,8 @@ struct Install<'a, 'o> {
     site: Option<SiteMirror>,
     /// Runtimes detected on this host that `--registry` leaves without config (Docker).
     left_out: Vec<Runtime>,
+    /// An upgrade: the version installed before and its persistent copy (logical path).
+    previous: Option<(String, Option<String>)>,
 }
 
 impl<'a, 'o> Install<'a, 'o> {
@@ -276,6 +285,7 @@ impl<'a, 'o> Install<'a, 'o> {
             daemon_json: None,
             site,
             left_out,
+            previous: None,
         })
     }
 
@@ -310,6 +320,19 @@ impl<'a, 'o> Install<'a, 'o> {
         self.fresh = previous.as_ref().is_none_or(only_state);
         if self.lock.is_some() {
             remove_stale_temps(root, previous.as_ref());
+        }
+        if let Some(r) = previous.as_ref().filter(|r| r.version != version) {
+            if compare_versions(version, &r.version) == std::cmp::Ordering::Less
+                && !self.opts.allow_downgrade
+            {
+                return Err(super::Error::Downgrade {
+                    name: name.to_owned(),
+                    installed: r.version.clone(),
+                    this: version.to_owned(),
+                }
+                .into());
+            }
+            self.previous = Some((r.version.clone(), r.installer_copy.clone()));
         }
         self.record = match previous {
             Some(mut r) => {
@@ -600,6 +623,75 @@ impl<'a, 'o> Install<'a, 'o> {
         ))
     }
 
+    /// Step 4b, an upgrade: what the earlier version laid out and this one lacks goes, read
+    /// from the earlier version's persistent copy ([`super::upgrade::prune_stale`]).
+    fn prune_previous(&mut self) -> Result<()> {
+        let Some((old_version, old_copy)) = self.previous.clone() else {
+            return Ok(());
+        };
+        let root = self.root.as_path();
+        let Some(copy) = old_copy.map(|c| resolve(root, &c)) else {
+            return Ok(());
+        };
+        let old = match crate::selfexe::InstallerFile::open(&copy).and_then(|f| {
+            let installer = Installer::open(f.bytes(), f.elf_end())?;
+            Ok(installer.load_index()?.index().clone())
+        }) {
+            Ok(index) => index,
+            Err(e) => {
+                return self.say.line(format!(
+                    "upgrade from {old_version}: cannot read its installer copy {} ({e}); \
+                     files it placed that {} lacks stay",
+                    copy.display(),
+                    self.version
+                ));
+            }
+        };
+        let pruned = prune_stale(root, &old, self.payload.index(), &mut self.record)?;
+        self.record.save(root)?;
+        let kept = if pruned.kept.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; kept {} changed since {old_version} installed them: {}",
+                pruned.kept.len(),
+                pruned.kept.join(", ")
+            )
+        };
+        self.say.line(format!(
+            "upgrade from {old_version}: removed {} path(s) {} no longer has{kept}",
+            pruned.removed.len(),
+            self.version
+        ))
+    }
+
+    /// The earlier version's persistent copy, once this version's registry serves (or the
+    /// site registry took over): deleted unless `--keep-previous`.
+    fn drop_previous_copy(&mut self) -> Result<()> {
+        let Some((old_version, Some(old_copy))) = self.previous.clone() else {
+            return Ok(());
+        };
+        if self.opts.keep_previous {
+            return self.say.line(format!(
+                "upgrade from {old_version}: kept its installer copy {} (--keep-previous)",
+                shown(&self.root, &old_copy)
+            ));
+        }
+        let root = self.root.as_path();
+        let path = resolve(root, &old_copy);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::fs("remove the previous installer copy", &path)(e)),
+        }
+        self.record.paths.retain(|p| p.path != old_copy);
+        self.record.save(root)?;
+        self.say.line(format!(
+            "upgrade from {old_version}: removed its installer copy {}",
+            path.display()
+        ))
+    }
+
     /// Step 5: The persistent installer copy the registry runs from.
     fn persist(&mut self) -> Result<Persisted> {
         let root = self.root.as_path();
@@ -734,8 +826,9 @@ impl<'a, 'o> Install<'a, 'o> {
                 .line("registry: stopped the local registry of an earlier install")?;
         }
         let site = self.site.as_ref().map(site_url).unwrap_or_default();
-        self.say
-            .line(format!("registry: none started; the runtimes pull from {site}"))?;
+        self.say.line(format!(
+            "registry: none started; the runtimes pull from {site}"
+        ))?;
         Ok(Registry {
             service: None,
             how: format!("site registry {site}"),
@@ -844,11 +937,7 @@ impl<'a, 'o> Install<'a, 'o> {
             containerd: all || self.chosen.contains(&Runtime::Containerd),
             k3s: all || self.chosen.contains(&Runtime::K3s),
         };
-        let ca_pem = self
-            .opts
-            .site
-            .as_ref()
-            .and_then(|s| s.ca_pem.as_deref());
+        let ca_pem = self.opts.site.as_ref().and_then(|s| s.ca_pem.as_deref());
         let planned = match &self.site {
             Some(site) => site_mirror_files(site, ca_pem, hosts.iter().copied(), runtimes)?,
             None => mirror_files(listen, hosts.iter().copied(), runtimes)?,

@@ -96,7 +96,9 @@ mod tests {
             ..site
         };
         assert_eq!(
-            site_registries_conf("edge", &hosts, &plain).matches("insecure = true").count(),
+            site_registries_conf("edge", &hosts, &plain)
+                .matches("insecure = true")
+                .count(),
             2
         );
         assert_eq!(
