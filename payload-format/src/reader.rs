@@ -154,11 +154,6 @@ impl<'a> Installer<'a> {
             (index.entries().len() as u64, t.entry_count, "entries"),
             (index.stored_len(), t.frames_len, "frame bytes"),
         ];
-        if index.sbom().is_some() && self.format_version() < 2 {
-            return Err(Error::InvalidIndex(
-                "a version 1 installer names an SBOM".into(),
-            ));
-        }
         for (have, want, what) in counts {
             if have != want {
                 return Err(Error::InvalidIndex(format!(
