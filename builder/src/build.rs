@@ -290,15 +290,21 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
         tracing::debug!(%pause, "k3s pause image captured");
     }
 
-    let captured = image::capture_all(
-        &images.image_specs(),
-        &CaptureOptions {
-            platform: spec.platform.clone(),
-            registry: plan.registry.clone(),
-            progress: plan.progress,
-            parallel: 4,
-        },
+    let capture_options = CaptureOptions {
+        platform: spec.platform.clone(),
+        registry: plan.registry.clone(),
+        progress: plan.progress,
+        parallel: 4,
+    };
+    let image_specs = images.image_specs();
+    let mut captured = image::capture_all(&image_specs, &capture_options)?;
+    let artifacts = image::signatures::capture_signatures(
+        &image_specs,
+        &captured,
+        &|r| spec.wants_signatures(r),
+        &capture_options,
     )?;
+    captured.extend(artifacts);
     tracing::debug!(images = captured.len(), "images captured");
     let images = add_image_blobs(captured, &mut blobs);
     let sbom = add_sbom(&spec, epoch, &entries, &mut blobs, &images, &install)?;
