@@ -15,9 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use airlock_payload::{
-    BlobInput, Engine, Entry, EntryKind, Image, InstallConfig, Sha256Digest,
-};
+use airlock_payload::{BlobInput, Engine, Entry, EntryKind, Image, InstallConfig, Sha256Digest};
 use rayon::prelude::*;
 use serde::Serialize;
 use sha1::{Digest as _, Sha1};
@@ -499,7 +497,12 @@ pub fn spdx_document(input: &SbomInput<'_>) -> Result<Vec<u8>, Error> {
                 blob_roles(&read_all(b)?, &mut roles);
             }
         }
-        for d in image.manifests.iter().map(|m| &m.digest).chain(&image.blobs) {
+        for d in image
+            .manifests
+            .iter()
+            .map(|m| &m.digest)
+            .chain(&image.blobs)
+        {
             relationships.push(relation(&id, "CONTAINS", &blob_id(d)));
             if blob_ids.insert(*d, ()).is_none() {
                 blob_order.push(*d);

@@ -360,15 +360,13 @@ impl<'a> Payload<'a> {
             .blob(&sbom.digest)
             .expect("the index checked that the sbom blob is stored");
         let mut doc = Vec::with_capacity(sbom.size as usize);
-        self.blob_reader(blob)
-            .read_to_end(&mut doc)
-            .map_err(|e| {
-                let text = e.to_string();
-                match e.into_inner().map(|inner| inner.downcast::<Error>()) {
-                    Some(Ok(damage)) => *damage,
-                    _ => Error::corrupt(format!("the sbom cannot be read: {text}")),
-                }
-            })?;
+        self.blob_reader(blob).read_to_end(&mut doc).map_err(|e| {
+            let text = e.to_string();
+            match e.into_inner().map(|inner| inner.downcast::<Error>()) {
+                Some(Ok(damage)) => *damage,
+                _ => Error::corrupt(format!("the sbom cannot be read: {text}")),
+            }
+        })?;
         let actual = Sha256Digest::of(&doc);
         if actual != sbom.digest {
             return Err(Error::DamagedBlob {

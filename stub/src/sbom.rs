@@ -18,7 +18,11 @@ pub enum SbomError {
 }
 
 /// Writes the installer's SBOM to `output`, or to `out` when no file is given.
-pub fn write_sbom(installer: &Installer<'_>, output: Option<&Path>, out: &mut dyn Write) -> Result<()> {
+pub fn write_sbom(
+    installer: &Installer<'_>,
+    output: Option<&Path>,
+    out: &mut dyn Write,
+) -> Result<()> {
     let payload = installer.load_index()?;
     let doc = payload.sbom_document()?.ok_or(SbomError::Missing)?;
     match output {

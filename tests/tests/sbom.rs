@@ -141,7 +141,11 @@ fn sbom_lists_every_file_and_image_digest() {
     assert!(files.iter().all(|f| f["fileName"] != "./etc/motd.link"));
     let hook = file("./scripts/pre.sh");
     assert!(hook["comment"].as_str().unwrap().contains("pre-install"));
-    assert_eq!(files.len(), 5, "4 tree files (a hard link counts) + the hook");
+    assert_eq!(
+        files.len(),
+        5,
+        "4 tree files (a hard link counts) + the hook"
+    );
 
     let packages = doc["packages"].as_array().unwrap();
     let package_with = |hex: &str| {

@@ -37,7 +37,10 @@ fn signed_layout(w: &Workdir) -> (BuiltImage, BuiltImage, SignatureArtifacts) {
 fn referrers(url: &str, repo: &str, subject: &str, filter: Option<&str>) -> util::Run {
     let mut target = format!("{url}/v2/{repo}/referrers/{subject}");
     if let Some(t) = filter {
-        target.push_str(&format!("?artifactType={}", t.replace('/', "%2F").replace('+', "%2B")));
+        target.push_str(&format!(
+            "?artifactType={}",
+            t.replace('/', "%2F").replace('+', "%2B")
+        ));
     }
     curl(&["-s", "-i", &target])
 }
@@ -59,7 +62,8 @@ fn signatures_from_an_oci_layout_are_carried_and_served() {
         "name: demo\nversion: \"1\"\nimages:\n  - ref: example.hub/team/app:1.0\n    from: oci:images/layout:1.0\n    signatures: true\n  - ref: example.hub/team/app:plain\n    from: oci:images/layout:plain\n",
     );
     let edge = w.build("edge.run");
-    w.run_installer(&edge, &["-q", "verify", "--deep"]).success();
+    w.run_installer(&edge, &["-q", "verify", "--deep"])
+        .success();
 
     // `list` says which image is signed.
     let list = w.run_installer(&edge, &["list"]).success();
@@ -80,10 +84,18 @@ fn signatures_from_an_oci_layout_are_carried_and_served() {
         .filter(|r| r["type"] == "image")
         .map(|r| r["reference"].as_str().unwrap().to_owned())
         .collect();
-    assert!(refs.contains(&format!("example.hub/team/app:{}", art.sig_tag)), "{refs:?}");
-    assert!(refs.contains(&format!("example.hub/team/app@{}", art.referrer.digest)), "{refs:?}");
+    assert!(
+        refs.contains(&format!("example.hub/team/app:{}", art.sig_tag)),
+        "{refs:?}"
+    );
+    assert!(
+        refs.contains(&format!("example.hub/team/app@{}", art.referrer.digest)),
+        "{refs:?}"
+    );
     // The unsigned image's (absent) artifacts were not looked for: no .sig of it.
-    assert!(!refs.iter().any(|r| r.contains(&format!("sha256-{}", plain.manifest.hex()))));
+    assert!(!refs
+        .iter()
+        .any(|r| r.contains(&format!("sha256-{}", plain.manifest.hex()))));
 
     let served = ServedRegistry::start(&edge);
     let url = served.url();
@@ -96,22 +108,49 @@ fn signatures_from_an_oci_layout_are_carried_and_served() {
     );
     assert_eq!(header_of(&r, "oci-filters-applied"), None);
     let index: Value = serde_json::from_str(body_of(&r)).unwrap();
-    assert_eq!(digests_in(&index), [art.referrer.digest.clone()]);
-    assert_eq!(index["manifests"][0]["artifactType"], REFERRER_ARTIFACT_TYPE);
+    assert_eq!(
+        digests_in(&index),
+        std::slice::from_ref(&art.referrer.digest)
+    );
+    assert_eq!(
+        index["manifests"][0]["artifactType"],
+        REFERRER_ARTIFACT_TYPE
+    );
     assert_eq!(index["manifests"][0]["size"], art.referrer.size);
     assert!(index["manifests"][0]["annotations"]["org.opencontainers.image.created"].is_string());
-    let r = referrers(&url, "example.hub/team/app", &app.manifest.digest, Some(REFERRER_ARTIFACT_TYPE));
-    assert_eq!(header_of(&r, "oci-filters-applied").as_deref(), Some("artifactType"));
+    let r = referrers(
+        &url,
+        "example.hub/team/app",
+        &app.manifest.digest,
+        Some(REFERRER_ARTIFACT_TYPE),
+    );
+    assert_eq!(
+        header_of(&r, "oci-filters-applied").as_deref(),
+        Some("artifactType")
+    );
     let index: Value = serde_json::from_str(body_of(&r)).unwrap();
     assert_eq!(digests_in(&index).len(), 1);
-    let r = referrers(&url, "example.hub/team/app", &app.manifest.digest, Some("application/x-other"));
+    let r = referrers(
+        &url,
+        "example.hub/team/app",
+        &app.manifest.digest,
+        Some("application/x-other"),
+    );
     assert_eq!(status_of(&r), 200);
     let index: Value = serde_json::from_str(body_of(&r)).unwrap();
     assert!(digests_in(&index).is_empty());
     // An image without referrers has an empty list; a bad digest is refused.
     let r = referrers(&url, "example.hub/team/app", &plain.manifest.digest, None);
     assert!(digests_in(&serde_json::from_str(body_of(&r)).unwrap()).is_empty());
-    assert_eq!(status_of(&referrers(&url, "example.hub/team/app", "sha256:nothex", None)), 400);
+    assert_eq!(
+        status_of(&referrers(
+            &url,
+            "example.hub/team/app",
+            "sha256:nothex",
+            None
+        )),
+        400
+    );
     // The referrer manifest itself, by digest.
     let r = curl(&[
         "-s",
@@ -119,7 +158,10 @@ fn signatures_from_an_oci_layout_are_carried_and_served() {
         "/dev/null",
         "-w",
         "%{http_code}",
-        &format!("{url}/v2/example.hub/team/app/manifests/{}", art.referrer.digest),
+        &format!(
+            "{url}/v2/example.hub/team/app/manifests/{}",
+            art.referrer.digest
+        ),
     ]);
     assert_eq!(r.stdout.trim(), "200");
 
@@ -144,7 +186,13 @@ fn signatures_from_an_oci_layout_are_carried_and_served() {
 
 /// Pushes blob `bytes` and then manifest(s) to distribution at `base` with curl.
 fn push_blob(base: &str, repo: &str, digest: &str, file: &std::path::Path) {
-    let start = curl(&["-s", "-i", "-X", "POST", &format!("{base}/v2/{repo}/blobs/uploads/")]);
+    let start = curl(&[
+        "-s",
+        "-i",
+        "-X",
+        "POST",
+        &format!("{base}/v2/{repo}/blobs/uploads/"),
+    ]);
     let location = header_of(&start, "location").expect("an upload location");
     let location = if location.starts_with("http") {
         location
@@ -166,10 +214,21 @@ fn push_blob(base: &str, repo: &str, digest: &str, file: &std::path::Path) {
         &format!("@{}", file.display()),
         &format!("{location}{sep}digest={digest}"),
     ]);
-    assert_eq!(put.stdout.trim(), "201", "push blob {digest}: {}", put.describe());
+    assert_eq!(
+        put.stdout.trim(),
+        "201",
+        "push blob {digest}: {}",
+        put.describe()
+    );
 }
 
-fn push_manifest(base: &str, repo: &str, reference: &str, media_type: &str, file: &std::path::Path) {
+fn push_manifest(
+    base: &str,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    file: &std::path::Path,
+) {
     let put = curl(&[
         "-s",
         "-o",
@@ -184,7 +243,12 @@ fn push_manifest(base: &str, repo: &str, reference: &str, media_type: &str, file
         &format!("@{}", file.display()),
         &format!("{base}/v2/{repo}/manifests/{reference}"),
     ]);
-    assert_eq!(put.stdout.trim(), "201", "push manifest {reference}: {}", put.describe());
+    assert_eq!(
+        put.stdout.trim(),
+        "201",
+        "push manifest {reference}: {}",
+        put.describe()
+    );
 }
 
 #[test]
@@ -221,9 +285,21 @@ fn signatures_from_distribution_use_the_sig_tag_and_the_referrers_tag_schema() {
         }
     }
     let sig_file = blobs.join(art.sig.hex());
-    push_manifest(&base, "team/app", &art.sig_tag, &art.sig.media_type, &sig_file);
+    push_manifest(
+        &base,
+        "team/app",
+        &art.sig_tag,
+        &art.sig.media_type,
+        &sig_file,
+    );
     let ref_file = blobs.join(art.referrer.hex());
-    push_manifest(&base, "team/app", &art.referrer.digest, &art.referrer.media_type, &ref_file);
+    push_manifest(
+        &base,
+        "team/app",
+        &art.referrer.digest,
+        &art.referrer.media_type,
+        &ref_file,
+    );
     let fallback = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
@@ -271,14 +347,24 @@ fn signatures_from_distribution_use_the_sig_tag_and_the_referrers_tag_schema() {
     let url = served.url();
     let r = referrers(&url, "example.hub/team/app", &app.manifest.digest, None);
     let index: Value = serde_json::from_str(body_of(&r)).unwrap();
-    assert_eq!(digests_in(&index), [art.referrer.digest.clone()], "{}", r.describe());
+    assert_eq!(
+        digests_in(&index),
+        std::slice::from_ref(&art.referrer.digest),
+        "{}",
+        r.describe()
+    );
     let mut cmd = Command::new("skopeo");
-    cmd.args(["inspect", "--raw", "--tls-verify=false"]).arg(format!(
-        "docker://{}/example.hub/team/app:{}",
-        url.trim_start_matches("http://"),
-        art.sig_tag
-    ));
+    cmd.args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!(
+            "docker://{}/example.hub/team/app:{}",
+            url.trim_start_matches("http://"),
+            art.sig_tag
+        ));
     let raw = run(cmd);
     assert_eq!(raw.code, Some(0), "{}", raw.describe());
-    assert!(raw.stdout.contains("dev.cosignproject.cosign/signature"), "{}", raw.stdout);
+    assert!(
+        raw.stdout.contains("dev.cosignproject.cosign/signature"),
+        "{}",
+        raw.stdout
+    );
 }

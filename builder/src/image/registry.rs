@@ -321,8 +321,11 @@ impl Puller {
         // The mirror (when one is set) is the registry asked.
         let host = store.reference.resolve_registry().to_owned();
         let repository = store.reference.repository().to_owned();
-        let by_digest =
-            oci_client::Reference::with_digest(host.clone(), repository.clone(), subject.to_string());
+        let by_digest = oci_client::Reference::with_digest(
+            host.clone(),
+            repository.clone(),
+            subject.to_string(),
+        );
         let api = self
             .runtime
             .block_on(self.client.pull_referrers(&by_digest, None));
@@ -335,7 +338,9 @@ impl Puller {
                     index.manifests.into_iter().map(|m| m.digest).collect(),
                 ))
             }
-            Err(e) => tracing::debug!(image = %pull, "no referrers API ({e}); trying the referrers tag"),
+            Err(e) => {
+                tracing::debug!(image = %pull, "no referrers API ({e}); trying the referrers tag")
+            }
         }
         let tagged =
             oci_client::Reference::with_tag(host, repository, format!("sha256-{}", subject.hex()));
@@ -356,7 +361,9 @@ impl Puller {
             digest: Sha256Digest::of(&bytes),
             source,
         })?;
-        Ok(digests(index.manifests.into_iter().map(|m| m.digest).collect()))
+        Ok(digests(
+            index.manifests.into_iter().map(|m| m.digest).collect(),
+        ))
     }
 
     /// Pulls `pull` and records it as `served`.

@@ -40,14 +40,19 @@ fn not_found(kind: &ErrorKind) -> bool {
 }
 
 /// `spec`'s source, asked for `tag` (or, with `None`, for the digest of `pull`).
-fn source_for(spec: &ImageSpec, tag: Option<&str>, digest: Option<Sha256Digest>) -> Option<Option<ImageSource>> {
+fn source_for(
+    spec: &ImageSpec,
+    tag: Option<&str>,
+    digest: Option<Sha256Digest>,
+) -> Option<Option<ImageSource>> {
     let retarget = |r: &ImageRef| -> ImageRef {
         let text = match (tag, digest) {
             (Some(t), _) => format!("{}/{}:{t}", r.registry(), r.repository()),
             (None, Some(d)) => format!("{}/{}@{d}", r.registry(), r.repository()),
             (None, None) => r.to_string(),
         };
-        text.parse().expect("a valid reference with another tag or digest")
+        text.parse()
+            .expect("a valid reference with another tag or digest")
     };
     match &spec.from {
         None => Some(None),
@@ -67,7 +72,8 @@ fn served_as(spec: &ImageSpec, tag: Option<&str>, digest: Option<Sha256Digest>) 
         (None, Some(d)) => format!("{}/{}@{d}", r.registry(), r.repository()),
         (None, None) => r.to_string(),
     };
-    text.parse().expect("a valid reference with another tag or digest")
+    text.parse()
+        .expect("a valid reference with another tag or digest")
 }
 
 /// The manifests of the OCI layout `dir` whose `subject` is `subject`.

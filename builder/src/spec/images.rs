@@ -177,13 +177,16 @@ impl<'de> Deserialize<'de> for RawImageSpec {
     }
 }
 
+/// The `images` entries that say `signatures:` themselves, with what they say.
+pub(super) type SignatureChoices = Vec<(ImageRef, bool)>;
+
 /// Turns `images` entries into [`ImageSpec`]s: an entry without `ref` (`from: capture:DIR`)
 /// becomes one entry per captured reference, after the entries that name theirs (which win).
 /// Also returns the entries' own `signatures:` choices.
 pub(super) fn expand_images(
     raw: Vec<RawImageSpec>,
     spec_path: &Path,
-) -> Result<(Vec<ImageSpec>, Vec<(ImageRef, bool)>)> {
+) -> Result<(Vec<ImageSpec>, SignatureChoices)> {
     let mut images = Vec::with_capacity(raw.len());
     let mut captures = Vec::new();
     let mut signatures = Vec::new();

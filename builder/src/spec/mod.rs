@@ -188,8 +188,7 @@ impl Spec {
             })?,
         };
 
-        let (images, image_signatures) =
-            expand_images(raw.images.unwrap_or_default(), spec_path)?;
+        let (images, image_signatures) = expand_images(raw.images.unwrap_or_default(), spec_path)?;
         Ok(Spec {
             name: raw.name,
             version: raw.version,

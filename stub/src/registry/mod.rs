@@ -242,7 +242,14 @@ impl Registry {
             let table = self
                 .referrers
                 .get_or_init(|| referrers::table(&self.payload));
-            referrers::answer(table, &t.ns, &t.repo, subject, artifact_type.as_deref(), head)
+            referrers::answer(
+                table,
+                &t.ns,
+                &t.repo,
+                subject,
+                artifact_type.as_deref(),
+                head,
+            )
         })
     }
 

@@ -161,7 +161,10 @@ pub fn answer(
     let mut resp = Response::new(Body::full_unless_head(body, head));
     *resp.status_mut() = StatusCode::OK;
     let h = resp.headers_mut();
-    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(OCI_INDEX));
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(OCI_INDEX),
+    );
     h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
     if artifact_type.is_some() {
         h.insert(FILTERS_APPLIED, HeaderValue::from_static("artifactType"));
