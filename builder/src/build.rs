@@ -96,6 +96,9 @@ pub enum Error {
     /// The build cache could not be pruned.
     #[error(transparent)]
     Cache(#[from] crate::cache::Error),
+    /// The SBOM could not be written.
+    #[error(transparent)]
+    Sbom(#[from] crate::sbom::Error),
 }
 
 /// Result with this module's [`Error`].
@@ -287,17 +290,24 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
         tracing::debug!(%pause, "k3s pause image captured");
     }
 
-    let captured = image::capture_all(
-        &images.image_specs(),
-        &CaptureOptions {
-            platform: spec.platform.clone(),
-            registry: plan.registry.clone(),
-            progress: plan.progress,
-            parallel: 4,
-        },
+    let capture_options = CaptureOptions {
+        platform: spec.platform.clone(),
+        registry: plan.registry.clone(),
+        progress: plan.progress,
+        parallel: 4,
+    };
+    let image_specs = images.image_specs();
+    let mut captured = image::capture_all(&image_specs, &capture_options)?;
+    let artifacts = image::signatures::capture_signatures(
+        &image_specs,
+        &captured,
+        &|r| spec.wants_signatures(r),
+        &capture_options,
     )?;
+    captured.extend(artifacts);
     tracing::debug!(images = captured.len(), "images captured");
     let images = add_image_blobs(captured, &mut blobs);
+    let sbom = add_sbom(&spec, epoch, &entries, &mut blobs, &images, &install)?;
 
     let out_dir = match plan.output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
@@ -336,6 +346,7 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
             entries,
             images,
             install,
+            sbom: Some(sbom),
         },
         WriteOptions {
             level: plan.level,
@@ -604,6 +615,59 @@ fn add_image_blobs(
         }
     }
     records
+}
+
+/// Writes the SPDX document of what the payload holds and adds it to `blobs` (unless an
+/// identical content is already stored).
+fn add_sbom(
+    spec: &Spec,
+    epoch: u64,
+    entries: &[Entry],
+    blobs: &mut Vec<BlobInput>,
+    images: &[airlock_payload::Image],
+    install: &airlock_payload::InstallConfig,
+) -> Result<airlock_payload::SbomRef> {
+    let name = spec.name.to_string();
+    let version = spec.version.to_string();
+    let platform = spec.platform.to_string();
+    let doc = crate::sbom::spdx_document(&crate::sbom::SbomInput {
+        name: &name,
+        version: &version,
+        platform: &platform,
+        created: epoch,
+        tool: &format!("airlock-{}", env!("CARGO_PKG_VERSION")),
+        entries,
+        blobs,
+        images,
+        install,
+    })?;
+    let digest = Sha256Digest::of(&doc);
+    let size = doc.len() as u64;
+    if !blobs.iter().any(|b| b.digest == digest) {
+        blobs.push(BlobInput {
+            digest,
+            size,
+            precompressed: false,
+            name: "the sbom".into(),
+            source: Box::new(doc),
+        });
+    }
+    Ok(airlock_payload::SbomRef {
+        digest,
+        size,
+        media_type: airlock_payload::SPDX_JSON_MEDIA_TYPE.into(),
+    })
+}
+
+/// Reads the SBOM of an installer without running it; `None` when it carries none.
+pub fn read_sbom(path: &Path) -> Result<Option<Vec<u8>>> {
+    let file = File::open(path).map_err(io_err(format!("open {}", path.display())))?;
+    // SAFETY: as in `inspect`: a read-only private map of a file we only read.
+    let map =
+        unsafe { memmap2::Mmap::map(&file) }.map_err(io_err(format!("map {}", path.display())))?;
+    let elf_end = airlock_payload::declared_elf_end(&map);
+    let installer = airlock_payload::Installer::open(&map, elf_end)?;
+    Ok(installer.load_index()?.sbom_document()?)
 }
 
 /// Reads the summary of an installer without running it.

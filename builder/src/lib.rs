@@ -12,6 +12,7 @@
 //! - [`stubcheck`]: checks that a stub is a static ELF executable for the platform.
 //! - [`capture`]: `airlock capture`, a pull-through registry that records what a cluster pulls
 //!   (its lock file, [`capture::lock`], is a leaf that the spec and the image sources read).
+//! - [`sbom`]: the SPDX 2.3 document every build embeds.
 //! - [`sign`]: minisign keys and installer signatures (`keygen`, `build --sign`, `sign`).
 //! - [`build`]: the pipeline, and `inspect` for reading an installer without running it.
 //!
@@ -29,6 +30,7 @@ pub mod kubeadm;
 pub mod progress;
 pub mod reference;
 pub mod sandbox;
+pub mod sbom;
 pub mod sign;
 pub mod spec;
 pub mod stubcheck;

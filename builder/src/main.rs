@@ -10,6 +10,7 @@ use airlock_builder::build::{self, BuildPlan};
 use airlock_builder::capture::{self, CaptureOptions};
 use airlock_builder::image::{Mirror, RegistryOptions};
 use airlock_builder::sign;
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 /// Build one executable file that carries a Kubernetes distribution, its binaries, its
@@ -146,8 +147,14 @@ enum Command {
         /// The installer.
         file: PathBuf,
         /// Print JSON.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "sbom")]
         json: bool,
+        /// Print the installer's SBOM (SPDX 2.3 JSON) instead of its summary.
+        #[arg(long)]
+        sbom: bool,
+        /// With --sbom: write it to FILE instead of standard output.
+        #[arg(short, long, value_name = "FILE", requires = "sbom")]
+        output: Option<PathBuf>,
     },
 }
 
@@ -371,7 +378,26 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Inspect { file, json } => {
+        Command::Inspect {
+            file,
+            sbom: true,
+            output,
+            ..
+        } => {
+            let doc = build::read_sbom(file)?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{} carries no SBOM (it was built before airlock embedded one)",
+                    file.display()
+                )
+            })?;
+            match output {
+                Some(path) => std::fs::write(path, &doc)
+                    .with_context(|| format!("failed to write {}", path.display()))?,
+                None => std::io::Write::write_all(&mut std::io::stdout().lock(), &doc)
+                    .context("failed to write the sbom")?,
+            }
+        }
+        Command::Inspect { file, json, .. } => {
             let summary = build::inspect(file)?;
             if *json {
                 println!(

@@ -1,4 +1,4 @@
-//! The index (frames, blobs, entries, images, install section), with every rule of SPEC.md
+//! The index (frames, blobs, entries, images, install section, SBOM), with every rule of SPEC.md
 //! enforced while deserializing: an [`Index`] that exists is a valid one. The rules of one
 //! entry live with [`Entry`]; this module checks the rules that span the index.
 
@@ -51,6 +51,21 @@ pub struct Blob {
     pub size: u64,
     /// Where the content starts in the raw stream.
     pub raw_offset: u64,
+}
+
+/// Media type of the SBOM an airlock build embeds (SPDX 2.3, JSON).
+pub const SPDX_JSON_MEDIA_TYPE: &str = "application/spdx+json";
+
+/// The software bill of materials stored in the payload: a blob, named by the index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SbomRef {
+    /// Digest of the document (a stored blob).
+    pub digest: Sha256Digest,
+    /// Its length in bytes.
+    pub size: u64,
+    /// Its media type ([`SPDX_JSON_MEDIA_TYPE`]).
+    pub media_type: String,
 }
 
 /// Which rule of SPEC.md an index breaks.
@@ -162,6 +177,14 @@ pub enum IndexError {
     /// The install section breaks a rule.
     #[error(transparent)]
     Install(#[from] InstallError),
+    /// The SBOM names a blob that is not stored, or one of another size.
+    #[error("the sbom names a blob {digest} of {size} bytes that is not stored")]
+    SbomBlobMissing {
+        /// The digest it names.
+        digest: Sha256Digest,
+        /// The size it declares.
+        size: u64,
+    },
 }
 
 /// The full index of an installer. Constructing one (by deserializing or with
@@ -174,6 +197,7 @@ pub struct Index {
     entries: Vec<Entry>,
     images: Vec<Image>,
     install: InstallConfig,
+    sbom: Option<SbomRef>,
     /// Raw-stream offset where each frame starts, plus the total at the end.
     #[serde(skip)]
     raw_starts: Vec<u64>,
@@ -192,6 +216,8 @@ struct RawIndex {
     images: Vec<Image>,
     #[serde(default, skip_serializing_if = "is_default")]
     install: InstallConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sbom: Option<SbomRef>,
 }
 
 fn is_default(i: &InstallConfig) -> bool {
@@ -201,7 +227,11 @@ fn is_default(i: &InstallConfig) -> bool {
 impl TryFrom<RawIndex> for Index {
     type Error = IndexError;
     fn try_from(r: RawIndex) -> Result<Self, IndexError> {
-        Index::new(r.frames, r.blobs, r.entries, r.images)?.with_install(r.install)
+        let index = Index::new(r.frames, r.blobs, r.entries, r.images)?.with_install(r.install)?;
+        match r.sbom {
+            Some(sbom) => index.with_sbom(sbom),
+            None => Ok(index),
+        }
     }
 }
 
@@ -213,6 +243,7 @@ impl From<Index> for RawIndex {
             entries: i.entries,
             images: i.images,
             install: i.install,
+            sbom: i.sbom,
         }
     }
 }
@@ -365,6 +396,7 @@ impl Index {
             entries,
             images,
             install: InstallConfig::default(),
+            sbom: None,
             raw_starts,
             stored_starts,
         })
@@ -378,6 +410,25 @@ impl Index {
         crate::install::validate(&install, &self.entries, &blob_sizes)?;
         self.install = install;
         Ok(self)
+    }
+
+    /// Names the stored blob that holds the installer's SBOM, checking that it is stored
+    /// with that size.
+    pub fn with_sbom(mut self, sbom: SbomRef) -> Result<Self, IndexError> {
+        if self.blob(&sbom.digest).map(|b| b.size) != Some(sbom.size) {
+            return Err(IndexError::SbomBlobMissing {
+                digest: sbom.digest,
+                size: sbom.size,
+            });
+        }
+        self.sbom = Some(sbom);
+        Ok(self)
+    }
+
+    /// The SBOM, if the installer carries one (installers built before airlock embedded
+    /// one, and version 1 files, do not).
+    pub fn sbom(&self) -> Option<&SbomRef> {
+        self.sbom.as_ref()
     }
 
     /// The install section: engine and hooks (engine `none`, no hooks when absent).

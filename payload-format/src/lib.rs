@@ -61,7 +61,9 @@ pub use error::{Error, Result};
 pub use image::{
     is_valid_registry, is_valid_repository, is_valid_tag, Image, ImageError, ManifestRef,
 };
-pub use index::{Blob, Codec, Frame, Index, IndexError, MAX_FRAME_RAW};
+pub use index::{
+    Blob, Codec, Frame, Index, IndexError, SbomRef, MAX_FRAME_RAW, SPDX_JSON_MEDIA_TYPE,
+};
 pub use install::{
     is_kubernetes_version, ContainerdEngine, Engine, Hook, HookStage, InstallConfig, InstallError,
     K3sEngine, KubeadmEngine, MAX_KUBEADM_CONFIG,

@@ -349,6 +349,35 @@ impl<'a> Payload<'a> {
         Ok(())
     }
 
+    /// The installer's SBOM document, read whole and checked against its digest;
+    /// `Ok(None)` when the installer carries none (built before airlock embedded one).
+    pub fn sbom_document(&self) -> Result<Option<Vec<u8>>> {
+        let Some(sbom) = self.index.sbom() else {
+            return Ok(None);
+        };
+        let blob = self
+            .index
+            .blob(&sbom.digest)
+            .expect("the index checked that the sbom blob is stored");
+        let mut doc = Vec::with_capacity(sbom.size as usize);
+        self.blob_reader(blob).read_to_end(&mut doc).map_err(|e| {
+            let text = e.to_string();
+            match e.into_inner().map(|inner| inner.downcast::<Error>()) {
+                Some(Ok(damage)) => *damage,
+                _ => Error::corrupt(format!("the sbom cannot be read: {text}")),
+            }
+        })?;
+        let actual = Sha256Digest::of(&doc);
+        if actual != sbom.digest {
+            return Err(Error::DamagedBlob {
+                name: "the sbom".into(),
+                expected: sbom.digest,
+                actual,
+            });
+        }
+        Ok(Some(doc))
+    }
+
     /// A reader of a blob's content; each frame is checked before any of its bytes are
     /// returned.
     pub fn blob_reader(&self, blob: &Blob) -> BlobReader<'_, 'a> {

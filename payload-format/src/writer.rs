@@ -18,7 +18,7 @@ use crate::digest::Sha256Digest;
 use crate::entry::{Entry, EntryKind};
 use crate::error::{Error, Result};
 use crate::image::Image;
-use crate::index::{Blob, Codec, Frame, Index};
+use crate::index::{Blob, Codec, Frame, Index, SbomRef};
 use crate::install::InstallConfig;
 use crate::layout::{align_payload, Header, Trailer, FRAMES_OFFSET, HEADER_LEN, TRAILER_LEN};
 use crate::meta::Meta;
@@ -371,6 +371,8 @@ pub struct PayloadContents {
     pub images: Vec<Image>,
     /// Engine and hooks (hook contents are in `blobs`).
     pub install: InstallConfig,
+    /// The SBOM (its content is in `blobs`); version 2 only.
+    pub sbom: Option<SbomRef>,
 }
 
 /// Writes a complete installer to `out`: `stub`, then the payload built from `contents`.
@@ -407,7 +409,13 @@ pub fn write_installer_cached<W: Write + Seek + Send>(
         entries,
         images,
         install,
+        sbom,
     } = contents;
+    if sbom.is_some() && opts.format_version < 2 {
+        return Err(Error::InvalidIndex(
+            "a version 1 installer cannot carry an SBOM".into(),
+        ));
+    }
     let (plan, raw_offsets) = plan_frames(&blobs);
     let mut index_blobs: Vec<Blob> = blobs
         .iter()
@@ -484,6 +492,10 @@ pub fn write_installer_cached<W: Write + Seek + Send>(
     let entry_count = entries.len() as u64;
     let index = Index::new(frames, index_blobs, entries, images)
         .and_then(|i| i.with_install(install))
+        .and_then(|i| match sbom {
+            Some(s) => i.with_sbom(s),
+            None => Ok(i),
+        })
         .map_err(|e| Error::InvalidIndex(format!("the writer was given an invalid tree: {e}")))?;
     let meta_bytes = serde_json::to_vec(&meta).expect("meta serializes");
     let index_json = serde_json::to_vec(&index).expect("index serializes");

@@ -73,6 +73,9 @@ pub enum Command {
     /// The installer's signatures.
     #[command(subcommand)]
     Signature(SignatureCommand),
+    /// Print the software bill of materials (SPDX 2.3 JSON) embedded at build time: every
+    /// file with its SHA-256, every image with its digest and purl.
+    Sbom(SbomArgs),
     /// Undo an install: stop the registry and remove what `install` created, as its record
     /// under `<root>/var/lib/airlock/` says. What existed before the install is kept.
     Uninstall(UninstallArgs),
@@ -298,6 +301,14 @@ pub struct ListArgs {
     /// Print a JSON array of {path, type, mode, size, digest, target} objects.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Arguments of `sbom`.
+#[derive(Debug, Args)]
+pub struct SbomArgs {
+    /// Write the document to FILE instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 /// Arguments of `verify`.

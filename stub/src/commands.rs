@@ -89,6 +89,7 @@ pub fn run_on(
             }
             Ok(())
         }
+        Some(Command::Sbom(a)) => crate::sbom::write_sbom(&installer, a.output.as_deref(), out),
         Some(Command::Signature(SignatureCommand::Export { output })) => {
             for path in signature::export(&installer, output)? {
                 if !cli.quiet {

@@ -161,6 +161,9 @@ pub enum Error {
     /// A signature check failed, or a key could not be used.
     #[error(transparent)]
     Signature(#[from] crate::signature::SignatureError),
+    /// `sbom` on an installer that carries none.
+    #[error(transparent)]
+    Sbom(#[from] crate::sbom::SbomError),
     /// Writing the command's output failed.
     #[error("failed to write output")]
     Output(#[source] io::Error),

@@ -8,6 +8,7 @@
 //! - `list` prints every entry ([`list`]);
 //! - `verify` checks every byte against its digest, in parallel ([`verify`]);
 //! - `extract` lays files out through a staging folder, atomically ([`extract`]);
+//! - `sbom` prints the SPDX document the build embedded ([`sbom`]);
 //! - `verify --key`, `signature export` and the trusted-keys policy check minisign
 //!   signatures ([`signature`]);
 //! - `registry serve` serves the captured images as a read-only OCI registry, straight from
@@ -59,6 +60,7 @@ pub mod intercept;
 pub mod list;
 pub mod progress;
 pub mod registry;
+pub mod sbom;
 pub mod selfexe;
 pub mod signature;
 pub mod sys;

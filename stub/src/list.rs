@@ -10,7 +10,8 @@ use crate::{Error, Result};
 
 /// One entry or image as `list --json` prints it. Every key is always present (`null` when
 /// it does not apply): `path` and `mode` for entries, `size` and `digest` for files and
-/// images, `target` for symlinks and hardlinks, `reference` and `platforms` for images.
+/// images, `target` for symlinks and hardlinks, `reference`, `platforms` and `signatures`
+/// for images.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ListRow<'a> {
     /// Relative path of an entry.
@@ -30,6 +31,9 @@ pub struct ListRow<'a> {
     pub reference: Option<String>,
     /// `os/arch[/variant]` of each platform manifest an image holds.
     pub platforms: Option<Vec<&'a str>>,
+    /// For an image: the cosign artifacts stored with it (`sig`, `att`, `sbom`: the tags
+    /// `sha256-<hex>.<kind>` in its repository); empty when it carries none.
+    pub signatures: Option<Vec<&'static str>>,
 }
 
 impl<'a> ListRow<'a> {
@@ -50,6 +54,7 @@ impl<'a> ListRow<'a> {
             target,
             reference: None,
             platforms: None,
+            signatures: None,
         }
     }
 
@@ -66,9 +71,21 @@ impl<'a> ListRow<'a> {
             .filter_map(|d| index.blob(d))
             .map(|b| b.size)
             .sum();
+        let signatures = ["sig", "att", "sbom"]
+            .into_iter()
+            .filter(|kind| {
+                let tag = format!("sha256-{}.{kind}", image.digest.hex());
+                index.images().iter().any(|i| {
+                    i.registry == image.registry
+                        && i.repository == image.repository
+                        && i.tag.as_deref() == Some(tag.as_str())
+                })
+            })
+            .collect();
         ListRow {
             path: None,
             kind: "image",
+            signatures: Some(signatures),
             mode: None,
             size: Some(size),
             digest: Some(image.digest.to_string()),
@@ -123,6 +140,10 @@ pub fn write_text(index: &Index, out: &mut dyn Write) -> Result<()> {
             (_, Some(t), _) => format!(" -> {t}"),
             (_, None, Some(p)) if !p.is_empty() => format!(" [{}]", p.join(", ")),
             _ => String::new(),
+        };
+        let suffix = match &r.signatures {
+            Some(s) if !s.is_empty() => format!("{suffix} (signed: {})", s.join(", ")),
+            _ => suffix,
         };
         writeln!(
             out,

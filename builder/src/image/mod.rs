@@ -12,7 +12,8 @@
 //! The parts, each importing only those listed before it: [`media`] (media types),
 //! [`error`], [`manifest`] (descriptors), [`blob`] (stores, blobs, digest checks),
 //! [`collect`] (walking an image), the sources [`layout`], [`archive`], [`registry`] and
-//! [`capture`], and [`parallel`] (every entry, several at once).
+//! [`capture`], [`parallel`] (every entry, several at once), and [`signatures`] (the cosign
+//! tags and OCI referrers of an image, `signatures: true`).
 
 pub mod archive;
 pub mod blob;
@@ -24,6 +25,7 @@ pub mod manifest;
 pub mod media;
 pub mod parallel;
 pub mod registry;
+pub mod signatures;
 
 pub use blob::{
     verify_bytes, verify_hashed, BlobKind, BlobStore, CapturedImage, FileRange, ImageBlob,

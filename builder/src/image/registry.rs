@@ -280,14 +280,7 @@ impl Puller {
         })
     }
 
-    /// Pulls `pull` and records it as `served`.
-    pub fn capture(
-        &self,
-        pull: &ImageRef,
-        served: &ImageRef,
-        platform: &Platform,
-        bar: &ImageBar,
-    ) -> Result<CapturedImage, ErrorKind> {
+    fn store<'a>(&'a self, pull: &ImageRef, bar: &'a ImageBar) -> RegistryStore<'a> {
         let mut reference = pull.to_oci();
         let mirror = self
             .mirrors
@@ -305,14 +298,83 @@ impl Puller {
             Some(m) => &m.endpoint,
             None => pull.registry(),
         });
-        let store = RegistryStore {
+        RegistryStore {
             puller: self,
             reference,
             auth,
             registry,
             pull: pull.to_string(),
             bar,
+        }
+    }
+
+    /// The digests of the manifests that refer to `subject` in `pull`'s repository: the OCI
+    /// 1.1 referrers API, else the referrers tag schema (an index tagged `sha256-<hex>`);
+    /// empty when the registry has neither.
+    pub fn referrers(
+        &self,
+        pull: &ImageRef,
+        subject: Sha256Digest,
+        bar: &ImageBar,
+    ) -> Result<Vec<Sha256Digest>, ErrorKind> {
+        let store = self.store(pull, bar);
+        // The mirror (when one is set) is the registry asked.
+        let host = store.reference.resolve_registry().to_owned();
+        let repository = store.reference.repository().to_owned();
+        let by_digest = oci_client::Reference::with_digest(
+            host.clone(),
+            repository.clone(),
+            subject.to_string(),
+        );
+        let api = self
+            .runtime
+            .block_on(self.client.pull_referrers(&by_digest, None));
+        let digests = |manifests: Vec<String>| -> Vec<Sha256Digest> {
+            manifests.iter().filter_map(|d| d.parse().ok()).collect()
         };
+        match api {
+            Ok(index) => {
+                return Ok(digests(
+                    index.manifests.into_iter().map(|m| m.digest).collect(),
+                ))
+            }
+            Err(e) => {
+                tracing::debug!(image = %pull, "no referrers API ({e}); trying the referrers tag")
+            }
+        }
+        let tagged =
+            oci_client::Reference::with_tag(host, repository, format!("sha256-{}", subject.hex()));
+        let bytes = match store.manifest(&tagged) {
+            Ok((bytes, _)) => bytes,
+            Err(ErrorKind::Registry(e)) if matches!(*e, RegistryError::NotFound { .. }) => {
+                return Ok(Vec::new())
+            }
+            Err(e) => return Err(e),
+        };
+        #[derive(serde::Deserialize)]
+        struct Index {
+            #[serde(default)]
+            manifests: Vec<super::manifest::Descriptor>,
+        }
+        let index: Index = serde_json::from_slice(&bytes).map_err(|source| ErrorKind::Json {
+            what: "referrers index",
+            digest: Sha256Digest::of(&bytes),
+            source,
+        })?;
+        Ok(digests(
+            index.manifests.into_iter().map(|m| m.digest).collect(),
+        ))
+    }
+
+    /// Pulls `pull` and records it as `served`.
+    pub fn capture(
+        &self,
+        pull: &ImageRef,
+        served: &ImageRef,
+        platform: &Platform,
+        bar: &ImageBar,
+    ) -> Result<CapturedImage, ErrorKind> {
+        let store = self.store(pull, bar);
         let (bytes, _) = store.manifest(&store.reference)?;
         let digest = Sha256Digest::of(&bytes);
         if let Some(pin) = pull.digest() {

@@ -121,6 +121,7 @@ impl<'de> Deserialize<'de> for ImageSource {
 pub(super) struct RawImageSpec {
     reference: Option<ImageRef>,
     from: Option<ImageSource>,
+    signatures: Option<bool>,
 }
 
 impl<'de> Deserialize<'de> for RawImageSpec {
@@ -130,6 +131,7 @@ impl<'de> Deserialize<'de> for RawImageSpec {
         enum Field {
             Ref,
             From,
+            Signatures,
         }
         struct EntryVisitor;
         impl<'de> Visitor<'de> for EntryVisitor {
@@ -143,7 +145,7 @@ impl<'de> Deserialize<'de> for RawImageSpec {
                 self,
                 mut map: A,
             ) -> Result<RawImageSpec, A::Error> {
-                let (mut reference, mut from) = (None, None);
+                let (mut reference, mut from, mut signatures) = (None, None, None);
                 while let Some(key) = map.next_key()? {
                     match key {
                         Field::Ref if reference.is_some() => {
@@ -152,6 +154,10 @@ impl<'de> Deserialize<'de> for RawImageSpec {
                         Field::From if from.is_some() => {
                             return Err(de::Error::duplicate_field("from"))
                         }
+                        Field::Signatures if signatures.is_some() => {
+                            return Err(de::Error::duplicate_field("signatures"))
+                        }
+                        Field::Signatures => signatures = Some(map.next_value::<bool>()?),
                         Field::Ref => reference = Some(map.next_value::<ImageRef>()?),
                         Field::From => from = Some(map.next_value::<Option<ImageSource>>()?),
                     }
@@ -160,21 +166,38 @@ impl<'de> Deserialize<'de> for RawImageSpec {
                 if reference.is_none() && !matches!(from, Some(ImageSource::Capture { .. })) {
                     return Err(de::Error::missing_field("ref"));
                 }
-                Ok(RawImageSpec { reference, from })
+                Ok(RawImageSpec {
+                    reference,
+                    from,
+                    signatures,
+                })
             }
         }
         deserializer.deserialize_map(EntryVisitor)
     }
 }
 
+/// The `images` entries that say `signatures:` themselves, with what they say.
+pub(super) type SignatureChoices = Vec<(ImageRef, bool)>;
+
 /// Turns `images` entries into [`ImageSpec`]s: an entry without `ref` (`from: capture:DIR`)
 /// becomes one entry per captured reference, after the entries that name theirs (which win).
-pub(super) fn expand_images(raw: Vec<RawImageSpec>, spec_path: &Path) -> Result<Vec<ImageSpec>> {
+/// Also returns the entries' own `signatures:` choices.
+pub(super) fn expand_images(
+    raw: Vec<RawImageSpec>,
+    spec_path: &Path,
+) -> Result<(Vec<ImageSpec>, SignatureChoices)> {
     let mut images = Vec::with_capacity(raw.len());
     let mut captures = Vec::new();
+    let mut signatures = Vec::new();
     for image in raw {
         match (image.reference, image.from) {
-            (Some(reference), from) => images.push(ImageSpec { reference, from }),
+            (Some(reference), from) => {
+                if let Some(s) = image.signatures {
+                    signatures.push((reference.clone(), s));
+                }
+                images.push(ImageSpec { reference, from })
+            }
             (None, Some(ImageSource::Capture { dir })) => captures.push(dir),
             (None, _) => unreachable!("RawImageSpec requires `ref` here"),
         }
@@ -188,7 +211,7 @@ pub(super) fn expand_images(raw: Vec<RawImageSpec>, spec_path: &Path) -> Result<
         })?;
         add_missing(&mut images, all);
     }
-    Ok(images)
+    Ok((images, signatures))
 }
 
 /// One `images` entry per reference in the lock file of the capture folder `dir`, served

@@ -69,6 +69,11 @@ pub struct Spec {
     pub files: Vec<FileSpec>,
     /// Images to capture, in spec order.
     pub images: Vec<ImageSpec>,
+    /// Capture the cosign signatures, attestations, SBOMs and OCI referrers of every image
+    /// (`signatures:`, default false); an `images` entry's own `signatures:` wins.
+    pub signatures: bool,
+    /// The `images` entries that say `signatures:` themselves.
+    pub image_signatures: Vec<(ImageRef, bool)>,
     /// The cluster engine `install` runs.
     pub engine: EngineSpec,
     /// Scripts `install` runs before and after.
@@ -109,6 +114,8 @@ struct RawSpec {
     #[serde(default)]
     images: Option<Vec<RawImageSpec>>,
     #[serde(default)]
+    signatures: Option<bool>,
+    #[serde(default)]
     discover: Option<Vec<SourcePath>>,
     #[serde(default)]
     engine: Option<EngineSpec>,
@@ -130,6 +137,15 @@ struct RawFileSpec {
 }
 
 impl Spec {
+    /// Whether the signatures and referrers of `image` are captured: its `images` entry's
+    /// `signatures:`, else the spec-wide one.
+    pub fn wants_signatures(&self, image: &ImageRef) -> bool {
+        self.image_signatures
+            .iter()
+            .find(|(r, _)| r == image)
+            .map_or(self.signatures, |(_, s)| *s)
+    }
+
     /// Reads and parses the spec at `path`; relative `src` paths are resolved against its folder.
     pub fn from_path(path: &Path) -> Result<Spec> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
@@ -172,6 +188,7 @@ impl Spec {
             })?,
         };
 
+        let (images, image_signatures) = expand_images(raw.images.unwrap_or_default(), spec_path)?;
         Ok(Spec {
             name: raw.name,
             version: raw.version,
@@ -185,7 +202,9 @@ impl Spec {
                     mode: file.mode,
                 })
                 .collect(),
-            images: expand_images(raw.images.unwrap_or_default(), spec_path)?,
+            images,
+            signatures: raw.signatures.unwrap_or(false),
+            image_signatures,
             engine: raw.engine.unwrap_or_default(),
             hooks: raw.hooks.unwrap_or_default(),
             discover: raw

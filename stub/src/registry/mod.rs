@@ -8,7 +8,8 @@
 //!
 //! Endpoints: `GET /v2/`; `GET|HEAD /v2/<name>/manifests/<tag|digest>`;
 //! `GET|HEAD /v2/<name>/blobs/<digest>` (with `Range`); `GET /v2/<name>/tags/list`;
-//! `GET /v2/_catalog`. Everything else is `405 UNSUPPORTED` (other methods) or `404`.
+//! `GET /v2/_catalog`; `GET /v2/<name>/referrers/<digest>` (OCI 1.1, [`referrers`]).
+//! Everything else is `405 UNSUPPORTED` (other methods) or `404`.
 //!
 //! **Namespaces.** One installer may hold `docker.io/library/app:1` and
 //! `example.hub/library/app:1` as different images. Names resolve to an upstream registry
@@ -23,6 +24,7 @@ mod body;
 mod error;
 pub mod push;
 mod range;
+mod referrers;
 
 #[cfg(test)]
 mod tests;
@@ -99,6 +101,8 @@ pub struct Registry {
     /// Every repository as a name without `ns` addresses it, sorted.
     catalog: Vec<String>,
     images: usize,
+    /// Manifests with a `subject`, read on the first referrers request.
+    referrers: std::sync::OnceLock<referrers::Table>,
 }
 
 /// The repository a request is about, once its name is resolved.
@@ -174,6 +178,7 @@ impl Registry {
             payload: Arc::new(payload),
             repos,
             catalog: catalog.into_iter().collect(),
+            referrers: std::sync::OnceLock::new(),
         }
     }
 
@@ -193,6 +198,12 @@ impl Registry {
 
     fn route<B>(&self, req: &Request<B>) -> Result<Response<Body>, RegistryError> {
         let head = req.method() == Method::HEAD;
+        if let (true, Some((name, subject))) = (
+            req.method() == Method::GET || head,
+            referrers::route(req.uri().path()),
+        ) {
+            return self.referrers(&name, &subject, req.uri().query(), head);
+        }
         let (route, query) = Route::parse(req.method(), req.uri())?;
         match route {
             Route::Base => Ok(json_response(StatusCode::OK, &json!({}), head)),
@@ -211,6 +222,35 @@ impl Registry {
                 self.blob(t, &digest, range, head)
             }),
         }
+    }
+
+    /// `GET /v2/<name>/referrers/<digest>` ([`referrers`]).
+    fn referrers(
+        &self,
+        name: &str,
+        subject: &str,
+        query: Option<&str>,
+        head: bool,
+    ) -> Result<Response<Body>, RegistryError> {
+        let parsed = Query::parse(query)?;
+        let artifact_type = referrers::artifact_type(query);
+        self.in_repo(name, &parsed, head, |t| {
+            self.repo(t).ok_or_else(|| RegistryError::NameUnknown {
+                ns: t.ns.clone(),
+                name: t.repo.clone(),
+            })?;
+            let table = self
+                .referrers
+                .get_or_init(|| referrers::table(&self.payload));
+            referrers::answer(
+                table,
+                &t.ns,
+                &t.repo,
+                subject,
+                artifact_type.as_deref(),
+                head,
+            )
+        })
     }
 
     /// Resolves `name` (and `?ns=`) to a namespace and repository, runs `f` on it and adds
