@@ -378,12 +378,7 @@ fn run(start: Start) -> i32 {
 
     let memfd = match sys::memfd_create(b"airlock-stub\0".as_ptr()) {
         Ok(fd) => fd,
-        Err(e) => {
-            m.push(b"failed to create an in-memory file for the installer's program (memfd_create: ");
-            errno_text(&mut m, e);
-            m.push(b")");
-            return fail(&m, EXIT_ERROR);
-        }
+        Err(e) => return refused(&mut m, b"memfd_create", e, &record, path.as_bytes()),
     };
     if let Err(e) = sys::copy_range(fd, memfd, record.stub_offset, record.stub_len) {
         m.push(b"failed to copy the installer's program into memory: ");
@@ -398,13 +393,20 @@ fn run(start: Start) -> i32 {
     let already_set = (0..start.env_count).any(|i| starts_with(env(i), INSTALLER_ENV));
     if !already_set {
         var.push(INSTALLER_ENV);
-        if !starts_with(path.as_bytes(), b"/") {
+        let mut rel = path.as_bytes();
+        if !starts_with(rel, b"/") {
             let mut cwd = [0u8; PATH_MAX];
             if let Ok(n) = sys::getcwd(&mut cwd) {
-                var.push(&cwd[..n]).push(b"/");
+                var.push(&cwd[..n]);
+                if n > 1 {
+                    var.push(b"/");
+                }
+                while starts_with(rel, b"./") {
+                    rel = &rel[2..];
+                }
             }
         }
-        var.push(path.as_bytes());
+        var.push(rel);
         if var.overflow {
             m.push(b"failed to run the installer: its path is too long");
             return fail(&m, EXIT_ERROR);
@@ -419,19 +421,27 @@ fn run(start: Start) -> i32 {
         }
     }
     let e = sys::execveat(memfd, start.argv, start.envp);
-    m.push(b"failed to run the installer's program from memory (execveat of a memfd: ");
-    errno_text(&mut m, e);
-    m.push(b"): this system refuses to execute in-memory files (vm.memfd_noexec = 2, an SELinux \
-             or AppArmor policy, or a seccomp filter). Run the program copied out instead: tail -c +")
+    refused(&mut m, b"execveat", e, &record, path.as_bytes())
+}
+
+/// Reports that the stub could not be run from memory (`call` failed with `errno`), with the
+/// way around it, and returns the exit code.
+fn refused(m: &mut Buf<2048>, call: &[u8], errno: i32, record: &Record, path: &[u8]) -> i32 {
+    m.push(b"failed to run the installer's program from memory (")
+        .push(call)
+        .push(b": ");
+    errno_text(m, errno);
+    m.push(b"): this system may refuse to execute in-memory files (vm.memfd_noexec = 2, an SELinux \
+             or AppArmor policy, or a seccomp filter); run the program copied out instead: tail -c +")
         .num(record.stub_offset + 1)
         .push(b" ")
-        .push(path.as_bytes())
+        .push(path)
         .push(b" | head -c ")
         .num(record.stub_len)
         .push(b" > airlock-stub && chmod +x airlock-stub && AIRLOCK_INSTALLER=")
-        .push(path.as_bytes())
+        .push(path)
         .push(b" ./airlock-stub ARGS");
-    fail(&m, EXIT_ERROR)
+    fail(m, EXIT_ERROR)
 }
 
 /// Opens the running installer for reading: the path the kernel was given (`AT_EXECFN`),
