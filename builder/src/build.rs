@@ -206,6 +206,7 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
         return Err(Error::StubHasPayload(stub_path));
     }
     tracing::debug!(stub = %stub_path.display(), machine = %info.machine, "stub checked");
+    let stub = stubcheck::with_first_stage(&stub, &info);
 
     let sources = tree::gather(&spec.files)?;
     tracing::debug!(entries = sources.len(), "tree gathered");

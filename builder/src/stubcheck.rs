@@ -4,7 +4,8 @@
 //! the target platform. [`check_stub`] uses goblin to make sure a stub is a static ELF executable
 //! for the expected machine before anything is appended to it; [`elf_end`] finds where the ELF
 //! image ends, so a stub that already carries data (a payload, a signature) can be told apart
-//! from a clean one.
+//! from a clean one. [`with_first_stage`] puts the first stage (the `airlock-stage0` crate)
+//! in front of a checked stub, so that a truncated installer explains itself.
 
 use goblin::elf::header::{self, Header};
 use goblin::elf::program_header::PT_INTERP;
@@ -66,6 +67,33 @@ pub struct StubInfo {
     pub machine: String,
     /// Where the ELF image ends (see [`elf_end`]); anything after it is appended data.
     pub elf_end: u64,
+}
+
+/// The program part of an installer for the checked `stub`: the first stage (its record
+/// naming where the stub lies), zero padding to the next 4096-byte boundary, then the stub
+/// (payload-format SPEC.md, "First stage"). The writer records the installer's length in the
+/// first stage later. Without a first stage for the stub's machine (only x86_64 has one), the
+/// stub alone.
+pub fn with_first_stage(stub: &[u8], info: &StubInfo) -> Vec<u8> {
+    let Some(program) = airlock_stage0::program_for(&info.machine) else {
+        return stub.to_vec();
+    };
+    let record_offset = airlock_payload::FirstStage::find_record(program)
+        .expect("the first stage built in-tree carries its AIRLOCK note");
+    let stub_offset = (program.len() as u64).next_multiple_of(4096);
+    let record = airlock_payload::FirstStage {
+        record_offset,
+        stub_offset,
+        stub_len: stub.len() as u64,
+        file_len: 0,
+    };
+    let mut out = Vec::with_capacity(stub_offset as usize + stub.len());
+    out.extend_from_slice(program);
+    let at = record_offset as usize;
+    out[at..at + airlock_payload::FIRST_STAGE_RECORD_LEN].copy_from_slice(&record.to_bytes());
+    out.resize(stub_offset as usize, 0);
+    out.extend_from_slice(stub);
+    out
 }
 
 /// Checks that `bytes` is a static ELF executable for `expected_arch` (`amd64` or `arm64`).
@@ -279,6 +307,30 @@ mod tests {
     fn elf_end_of_ls_is_its_length() {
         let bytes = std::fs::read("/bin/ls").unwrap();
         assert_eq!(elf_end(&bytes).unwrap(), bytes.len() as u64);
+    }
+
+    #[test]
+    fn the_first_stage_is_a_static_executable_for_this_machine_and_names_the_stub_after_it() {
+        let stub = own_exe();
+        let info = check_stub(&stub, own_arch()).unwrap();
+        let program = with_first_stage(&stub, &info);
+        if cfg!(not(target_arch = "x86_64")) {
+            assert_eq!(program, stub);
+            return;
+        }
+        let first = check_stub(&program, own_arch()).unwrap();
+        assert_eq!(first.machine, "x86_64");
+        let record = airlock_payload::FirstStage::find(&program).unwrap();
+        assert_eq!(record.stub_offset % 4096, 0);
+        assert!(record.stub_offset >= first.elf_end, "{record:?}, {first:?}");
+        assert_eq!(record.stub_len, stub.len() as u64);
+        assert_eq!(record.file_len, 0);
+        assert_eq!(&program[record.stub_offset as usize..], &stub[..]);
+        assert_eq!(program.len() as u64, record.stub_offset + record.stub_len);
+        assert_eq!(
+            airlock_payload::declared_elf_end(&program),
+            Some(program.len() as u64)
+        );
     }
 
     #[test]

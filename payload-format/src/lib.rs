@@ -55,7 +55,10 @@ mod writer;
 
 pub use cache::{FrameCache, FrameKey};
 pub use digest::{DigestParseError, Sha256Digest};
-pub use elf::declared_elf_end;
+pub use elf::{
+    declared_elf_end, elf_image_end, FirstStage, FIRST_STAGE_NOTE_NAME, FIRST_STAGE_NOTE_TYPE,
+    FIRST_STAGE_RECORD_LEN,
+};
 pub use entry::{Entry, EntryError, EntryKind, EntryPath, PathError, MAX_PATH_LEN};
 pub use error::{Error, Result};
 pub use image::{

@@ -428,18 +428,31 @@ pub fn write_installer_cached<W: Write + Seek + Send>(
         .collect();
     index_blobs.sort_by_key(|b| b.digest);
 
-    // Stub, padding, placeholder header.
+    // Stub, padding, placeholder header. A first stage in front of the stub (SPEC.md,
+    // "First stage") gets the installer's length once it is known; the stub's digest covers
+    // that patched value, so it is computed then.
     let payload_offset = align_payload(stub.len() as u64);
-    let mut stub_hasher = Sha256::new();
-    stub_hasher.update(stub);
     let padding = vec![0u8; (payload_offset - stub.len() as u64) as usize];
-    stub_hasher.update(&padding);
+    let first_stage = crate::elf::FirstStage::find(stub);
+    let stub_digest = |file_len: u64| {
+        let mut hasher = Sha256::new();
+        match first_stage {
+            Some(first) => {
+                let at = first.file_len_offset() as usize;
+                hasher.update(&stub[..at]);
+                hasher.update(file_len.to_le_bytes());
+                hasher.update(&stub[at + 8..]);
+            }
+            None => hasher.update(stub),
+        }
+        hasher.update(&padding);
+        Sha256Digest(hasher.finalize().into())
+    };
     out.write_all(stub).map_err(Error::io("write the stub"))?;
     out.write_all(&padding)
         .map_err(Error::io("write the stub"))?;
     out.write_all(&[0u8; HEADER_LEN as usize])
         .map_err(Error::io("write the header"))?;
-    let stub_sha256 = Sha256Digest(stub_hasher.finalize().into());
 
     // Frames: workers compress frames in any order; this thread writes them in order.
     let mut frames: Vec<Frame> = Vec::with_capacity(plan.len());
@@ -506,6 +519,7 @@ pub fn write_installer_cached<W: Write + Seek + Send>(
     let index_offset = meta_offset + meta_bytes.len() as u64;
     let trailer_offset = payload_offset + index_offset + index_bytes.len() as u64;
     let file_len = trailer_offset + TRAILER_LEN;
+    let stub_sha256 = stub_digest(file_len);
     let mut w = HashingWriter {
         inner: out,
         hasher: Sha256::new(),
@@ -534,6 +548,12 @@ pub fn write_installer_cached<W: Write + Seek + Send>(
         &trailer.to_bytes_version(opts.format_version),
         "the trailer",
     )?;
+    if let Some(first) = first_stage {
+        out.seek(SeekFrom::Start(first.file_len_offset()))
+            .map_err(Error::io("seek to the first stage"))?;
+        out.write_all(&file_len.to_le_bytes())
+            .map_err(Error::io("write the first stage"))?;
+    }
     out.seek(SeekFrom::Start(payload_offset))
         .map_err(Error::io("seek to the header"))?;
     out.write_all(
