@@ -96,6 +96,9 @@ pub enum Error {
     /// The build cache could not be pruned.
     #[error(transparent)]
     Cache(#[from] crate::cache::Error),
+    /// `--split` failed or its size is too small for the stub.
+    #[error(transparent)]
+    Split(#[from] crate::split::Error),
 }
 
 /// Result with this module's [`Error`].
@@ -131,6 +134,8 @@ pub struct BuildPlan {
     pub cache: bool,
     /// After the build, prune the frame cache to this many bytes (`--cache-max`).
     pub cache_max: Option<u64>,
+    /// Split the installer into parts of this size (`--split`); see [`crate::split`].
+    pub split: Option<crate::split::SplitSize>,
 }
 
 /// What a build produced.
@@ -151,6 +156,9 @@ pub struct BuildReport {
     pub frames_encoded: u64,
     /// Source files whose digest came from the stat cache (not read).
     pub files_unread: u64,
+    /// With `--split`: every part written, the first (`output`) first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<PathBuf>,
 }
 
 /// Finds the default stub: `AIRLOCK_STUB`, else `airlock-stub` beside this program.
@@ -201,6 +209,13 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
         })?;
     if info.elf_end != stub.len() as u64 {
         return Err(Error::StubHasPayload(stub_path));
+    }
+    if let Some(size) = plan.split {
+        // The first part must hold the program and the payload header: refused before any I/O.
+        let need = airlock_payload::align_payload(stub.len() as u64) + airlock_payload::HEADER_LEN;
+        if size.bytes() < need {
+            return Err(crate::split::Error::TooSmall { size: size.bytes(), need }.into());
+        }
     }
     tracing::debug!(stub = %stub_path.display(), machine = %info.machine, "stub checked");
 
@@ -383,6 +398,14 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
     // Read the result back through the reader: a writer bug shows here, not on a field site.
     let summary_back = inspect(&plan.output)?;
     debug_assert_eq!(summary_back.payload_offset, summary.payload_offset);
+    let parts = match plan.split {
+        Some(size) => crate::split::split_file(&plan.output, size)?,
+        // An unsplit build replaces a split one whole: no stale parts stay beside it.
+        None => {
+            crate::split::remove_parts_after(&plan.output, 1)?;
+            Vec::new()
+        }
+    };
     tracing::info!(
         "frames: {} reused, {} compressed; files: {} unread",
         summary.frames_reused,
@@ -409,6 +432,7 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
         frames_reused: summary.frames_reused,
         frames_encoded: summary.frames_encoded,
         files_unread,
+        parts,
     })
 }
 
@@ -624,6 +648,7 @@ pub fn is_corrupt(err: &Error) -> bool {
     match err {
         Error::Payload(e) => e.is_corrupt(),
         Error::Sign(e) => e.is_corrupt(),
+        Error::Split(e) => e.is_corrupt(),
         _ => false,
     }
 }

@@ -13,6 +13,7 @@
 //! - [`capture`]: `airlock capture`, a pull-through registry that records what a cluster pulls
 //!   (its lock file, [`capture::lock`], is a leaf that the spec and the image sources read).
 //! - [`sign`]: minisign keys and installer signatures (`keygen`, `build --sign`, `sign`).
+//! - [`split`]: parts that fit FAT32 (`build --split`, `split`, `join`).
 //! - [`build`]: the pipeline, and `inspect` for reading an installer without running it.
 //!
 //! Imports run one way: [`reference`] → [`spec`] → [`image`] (the sources, a capture folder
@@ -31,5 +32,6 @@ pub mod reference;
 pub mod sandbox;
 pub mod sign;
 pub mod spec;
+pub mod split;
 pub mod stubcheck;
 pub mod tree;
