@@ -125,6 +125,19 @@ pub fn parse_split(text: &str) -> Result<u64> {
         .ok_or_else(bad)
 }
 
+/// The environment variable that lowers the part size `copy` uses on FAT (tests fill a
+/// small FAT image with a small installer; the real limit needs 4 GiB files).
+pub const FAT_PART_SIZE_ENV: &str = "AIRLOCK_FAT32_PART_SIZE";
+
+/// The part size for FAT: [`FAT32_PART_SIZE`], or [`FAT_PART_SIZE_ENV`] when set (never
+/// more than FAT holds).
+fn fat_part_size() -> Result<u64> {
+    match std::env::var(FAT_PART_SIZE_ENV) {
+        Ok(v) => Ok(parse_split(&v)?.min(FAT32_PART_SIZE)),
+        Err(_) => Ok(FAT32_PART_SIZE),
+    }
+}
+
 /// What `copy --to` is asked to do.
 pub struct CopyOptions<'a> {
     /// The folder to copy into.
@@ -178,7 +191,7 @@ pub fn copy(file: &InstallerFile, opts: &CopyOptions<'_>) -> crate::Result<CopyR
     let size = match opts.split {
         Some(s) => s,
         None if fat && source_split && source_size <= FAT32_MAX_FILE => source_size,
-        None if fat && len > FAT32_MAX_FILE => FAT32_PART_SIZE,
+        None if fat && len > fat_part_size()? => fat_part_size()?,
         None if source_split => source_size,
         None => len,
     };
