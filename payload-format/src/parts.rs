@@ -127,9 +127,27 @@ pub struct Part {
     pub len: u64,
 }
 
-/// True when `first` has a second part beside it (`first.002` exists).
+/// True when `first` has parts beside it: any sibling named `<first>.NNN` (three digits).
 pub fn has_parts(first: &Path) -> bool {
-    part_path(first, 2).exists()
+    if part_path(first, 2).exists() {
+        return true;
+    }
+    let (Some(name), dir) = (first.file_name(), first.parent()) else {
+        return false;
+    };
+    let dir = match dir {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let prefix = format!("{}.", name.to_string_lossy());
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix(&prefix))
+                .is_some_and(|s| s.len() == 3 && s.bytes().all(|b| b.is_ascii_digit()))
+        })
+    })
 }
 
 /// The parts of the split installer whose first part is `first`, in order, with their

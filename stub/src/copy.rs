@@ -235,7 +235,12 @@ pub fn copy(file: &InstallerFile, opts: &CopyOptions<'_>) -> crate::Result<CopyR
         .free_space(to)
         .map_err(fs_err("query the free space of", to))?
         .bytes;
-    if need > available {
+    // Some FUSE filesystems (fusefat) report no size at all: nothing to check against.
+    let sized = nix::sys::statvfs::statvfs(to).map_or(true, |st| st.blocks() != 0);
+    if !sized {
+        tracing::warn!("{} does not report its size: free space not checked", to.display());
+    }
+    if sized && need > available {
         return Err(CopyError::NoSpace {
             dir: to.to_owned(),
             need,
