@@ -99,6 +99,9 @@ pub enum Error {
     /// The SBOM could not be written.
     #[error(transparent)]
     Sbom(#[from] crate::sbom::Error),
+    /// `--split` failed or its size is too small for the stub.
+    #[error(transparent)]
+    Split(#[from] crate::split::Error),
 }
 
 /// Result with this module's [`Error`].
@@ -134,6 +137,8 @@ pub struct BuildPlan {
     pub cache: bool,
     /// After the build, prune the frame cache to this many bytes (`--cache-max`).
     pub cache_max: Option<u64>,
+    /// Split the installer into parts of this size (`--split`); see [`crate::split`].
+    pub split: Option<crate::split::SplitSize>,
 }
 
 /// What a build produced.
@@ -154,6 +159,9 @@ pub struct BuildReport {
     pub frames_encoded: u64,
     /// Source files whose digest came from the stat cache (not read).
     pub files_unread: u64,
+    /// With `--split`: every part written, the first (`output`) first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<PathBuf>,
 }
 
 /// Finds the default stub: `AIRLOCK_STUB`, else `airlock-stub` beside this program.
@@ -207,6 +215,13 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
     }
     tracing::debug!(stub = %stub_path.display(), machine = %info.machine, "stub checked");
     let stub = stubcheck::with_first_stage(&stub, &info);
+    if let Some(size) = plan.split {
+        // The first part must hold the program and the payload header: refused before any I/O.
+        let need = airlock_payload::align_payload(stub.len() as u64) + airlock_payload::HEADER_LEN;
+        if size.bytes() < need {
+            return Err(crate::split::Error::TooSmall { size: size.bytes(), need }.into());
+        }
+    }
 
     let sources = tree::gather(&spec.files)?;
     tracing::debug!(entries = sources.len(), "tree gathered");
@@ -395,6 +410,14 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
     // Read the result back through the reader: a writer bug shows here, not on a field site.
     let summary_back = inspect(&plan.output)?;
     debug_assert_eq!(summary_back.payload_offset, summary.payload_offset);
+    let parts = match plan.split {
+        Some(size) => crate::split::split_file(&plan.output, size)?,
+        // An unsplit build replaces a split one whole: no stale parts stay beside it.
+        None => {
+            crate::split::remove_parts_after(&plan.output, 1)?;
+            Vec::new()
+        }
+    };
     tracing::info!(
         "frames: {} reused, {} compressed; files: {} unread",
         summary.frames_reused,
@@ -421,6 +444,7 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
         frames_reused: summary.frames_reused,
         frames_encoded: summary.frames_encoded,
         files_unread,
+        parts,
     })
 }
 
@@ -689,6 +713,7 @@ pub fn is_corrupt(err: &Error) -> bool {
     match err {
         Error::Payload(e) => e.is_corrupt(),
         Error::Sign(e) => e.is_corrupt(),
+        Error::Split(e) => e.is_corrupt(),
         _ => false,
     }
 }

@@ -14,6 +14,7 @@
 //!   (its lock file, [`capture::lock`], is a leaf that the spec and the image sources read).
 //! - [`sbom`]: the SPDX 2.3 document every build embeds.
 //! - [`sign`]: minisign keys and installer signatures (`keygen`, `build --sign`, `sign`).
+//! - [`split`]: parts that fit FAT32 (`build --split`, `split`, `join`).
 //! - [`build`]: the pipeline, and `inspect` for reading an installer without running it.
 //!
 //! Imports run one way: [`reference`] → [`spec`] → [`image`] (the sources, a capture folder
@@ -33,5 +34,6 @@ pub mod sandbox;
 pub mod sbom;
 pub mod sign;
 pub mod spec;
+pub mod split;
 pub mod stubcheck;
 pub mod tree;

@@ -11,6 +11,7 @@ use airlock_builder::capture::{self, CaptureOptions};
 use airlock_builder::image::{Mirror, RegistryOptions};
 use airlock_builder::sign;
 use anyhow::Context as _;
+use airlock_builder::split::{self, SplitSize};
 use clap::{Parser, Subcommand};
 
 /// Build one executable file that carries a Kubernetes distribution, its binaries, its
@@ -71,6 +72,43 @@ enum Command {
         /// SIZE (e.g. 512M, 10G).
         #[arg(long, value_name = "SIZE", default_value = "10G", value_parser = parse_size)]
         cache_max: u64,
+        /// Split the installer into parts for a filesystem with a file-size limit: `fat32`
+        /// (parts of 4 GiB - 4096 bytes) or SIZE (rounded down to a multiple of 4096). Writes
+        /// OUTPUT (the program and the start of the payload), OUTPUT.002, OUTPUT.003, ...
+        #[arg(long, value_name = "fat32|SIZE")]
+        split: Option<SplitSize>,
+    },
+    /// Split an existing installer into parts (FILE, FILE.002, ...): `cat` of the parts is
+    /// the file again. Each part is written under a temporary name and renamed; FILE is cut
+    /// down last.
+    Split {
+        /// The installer.
+        file: PathBuf,
+        /// The part size: `fat32` or SIZE (rounded down to a multiple of 4096).
+        #[arg(long, value_name = "fat32|SIZE")]
+        size: SplitSize,
+    },
+    /// Join a split installer (FILE, FILE.002, ...) into one file, checked before it is
+    /// renamed into place. With `-o FILE` the other parts are removed afterwards.
+    Join {
+        /// The first part.
+        file: PathBuf,
+        /// The joined installer to write.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Copy an installer to removable media and read it back: FILE's parts (split when DIR
+    /// is on FAT32) are written, synced, read back from the medium and verified frame by
+    /// frame. Runs `airlock-stub copy` (AIRLOCK_STUB, else beside this program) on FILE.
+    Copy {
+        /// The installer (or the first part of a split one).
+        file: PathBuf,
+        /// The folder to copy into (e.g. a mounted USB stick).
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// Split into parts of this size even where the filesystem does not need it.
+        #[arg(long, value_name = "fat32|SIZE")]
+        split: Option<String>,
     },
     /// Make a minisign key pair for signing installers: PREFIX.key (secret, mode 0600) and
     /// PREFIX.pub. The secret key is encrypted with a password from AIRLOCK_KEY_PASSWORD or
@@ -193,6 +231,9 @@ fn main() -> ExitCode {
                 .is_some_and(build::is_corrupt)
                 || err
                     .downcast_ref::<airlock_builder::sign::Error>()
+                    .is_some_and(|e| e.is_corrupt())
+                || err
+                    .downcast_ref::<split::Error>()
                     .is_some_and(|e| e.is_corrupt());
             ExitCode::from(if corrupt { 3 } else { 1 })
         }
@@ -224,6 +265,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             sign,
             no_cache,
             cache_max,
+            split,
         } => {
             let plan = BuildPlan {
                 sign: sign.clone(),
@@ -242,6 +284,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 strict: *strict,
                 cache: !*no_cache,
                 cache_max: Some(*cache_max),
+                split: *split,
             };
             let report = build::build(&plan)?;
             if *json {
@@ -254,6 +297,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                     println!("{note}");
                 }
                 println!("wrote {}\n{}", report.output.display(), report.summary);
+                if report.parts.len() > 1 {
+                    println!("split into {} parts: {}", report.parts.len(), join_paths(&report.parts));
+                }
                 println!(
                     "frames: {} reused, {} compressed",
                     report.frames_reused, report.frames_encoded
@@ -378,6 +424,36 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Split { file, size } => {
+            let parts = split::split_file(file, *size)?;
+            if !cli.quiet {
+                println!("split into {} parts: {}", parts.len(), join_paths(&parts));
+            }
+        }
+        Command::Join { file, output } => {
+            let len = split::join_parts(file, output)?;
+            if !cli.quiet {
+                println!("wrote {} ({len} bytes)", output.display());
+            }
+        }
+        Command::Copy { file, to, split } => {
+            let stub = build::default_stub()?;
+            let mut cmd = std::process::Command::new(&stub);
+            cmd.env("AIRLOCK_INSTALLER", file).arg("copy").arg("--to").arg(to);
+            if let Some(size) = split {
+                cmd.arg("--split").arg(size);
+            }
+            if cli.quiet {
+                cmd.arg("--quiet");
+            }
+            let status = cmd
+                .status()
+                .map_err(|e| anyhow::anyhow!("failed to run {}: {e}", stub.display()))?;
+            if !status.success() {
+                // The stub printed its error; pass its exit code on (3: corrupt).
+                std::process::exit(status.code().unwrap_or(1));
+            }
+        }
         Command::Inspect {
             file,
             sbom: true,
@@ -410,4 +486,12 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn join_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

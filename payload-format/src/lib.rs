@@ -48,6 +48,7 @@ mod index;
 mod install;
 mod layout;
 mod meta;
+mod parts;
 mod reader;
 mod signature;
 mod summary;
@@ -76,6 +77,10 @@ pub use layout::{
     PAYLOAD_ALIGN, TRAILER_END_MAGIC, TRAILER_LEN, TRAILER_MAGIC,
 };
 pub use meta::{Meta, Name, NameError, Version, VersionError, MAX_LABEL_LEN};
+pub use parts::{
+    align_part_size, check_lengths, check_total, find_parts, has_parts, part_count, part_path, Part,
+    PartError, FAT32_MAX_FILE, FAT32_PART_SIZE, MAX_PARTS, PART_ALIGN,
+};
 pub use reader::{BlobReader, Installer, Payload, VerifyReport};
 pub use signature::{
     SignatureSection, MAX_SIGNATURES, MAX_SIGNATURE_LEN, SIGNATURE_END_MAGIC, SIGNATURE_FOOTER_LEN,

@@ -79,6 +79,26 @@ pub enum Command {
     /// Undo an install: stop the registry and remove what `install` created, as its record
     /// under `<root>/var/lib/airlock/` says. What existed before the install is kept.
     Uninstall(UninstallArgs),
+    /// Copy this installer to removable media and read it back before it is unplugged.
+    ///
+    /// Writes the parts (split into parts of 4 GiB - 4096 bytes when the folder is on FAT32,
+    /// which holds no bigger file), syncs them, drops their cached pages, then verifies every
+    /// frame of the copy as read from the medium and prints "safe to eject". A re-run keeps
+    /// the parts already on the medium with the right bytes. Refuses up front when the
+    /// medium lacks space.
+    Copy(CopyArgs),
+}
+
+/// Arguments of `copy`.
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// The folder to copy into, e.g. a mounted USB stick.
+    #[arg(long, value_name = "DIR")]
+    pub to: PathBuf,
+    /// Parts of this size (`fat32` or SIZE such as 2G, rounded down to a multiple of 4096)
+    /// even where the filesystem does not need them.
+    #[arg(long, value_name = "fat32|SIZE")]
+    pub split: Option<String>,
 }
 
 /// `signature` subcommands.

@@ -27,6 +27,9 @@ pub fn run(cli: &Cli, program: &str, out: &mut dyn Write) -> Result<()> {
     // slices of it as `'static` response bodies (no copy). One command runs per process,
     // and the kernel unmaps the file when it exits.
     let file: &'static InstallerFile = Box::leak(Box::new(InstallerFile::open_self()?));
+    if let Some(Command::Copy(a)) = &cli.command {
+        return copy_to(file, a, cli.quiet, out);
+    }
     let pages = Pages {
         populate: Box::leak(Box::new(move |part: &[u8]| file.populate(part))),
         release: Box::leak(Box::new(move |part: &[u8]| file.release(part))),
@@ -137,6 +140,8 @@ pub fn run_on(
             signature::enforce_policy(&installer, Path::new("/"), &[])?;
             push_registry(&installer, a, cli.quiet, out)
         }
+        // `run` handles it: it needs the mapped file's parts, not only its bytes.
+        Some(Command::Copy(_)) => Err(crate::copy::CopyError::NoFile.into()),
         Some(Command::Uninstall(a)) => install::run::uninstall(
             &installer.meta().name,
             a.root.as_deref(),
@@ -145,6 +150,48 @@ pub fn run_on(
             out,
         ),
     }
+}
+
+/// `copy --to`: needs the parts and the page release of the file, not only its bytes.
+fn copy_to(
+    file: &InstallerFile,
+    args: &crate::cli::CopyArgs,
+    quiet: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let split = args.split.as_deref().map(crate::copy::parse_split).transpose()?;
+    let bar = bytes_bar(0, "copy", quiet);
+    let report = crate::copy::copy(
+        file,
+        &crate::copy::CopyOptions {
+            to: &args.to,
+            split,
+            space: &Statvfs,
+            bar: &bar,
+        },
+    )?;
+    if !quiet {
+        let names: Vec<String> = report
+            .parts
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        writeln!(
+            out,
+            "copied {} in {} part{}{} ({} written, {} already there): {}",
+            human_bytes(report.len),
+            report.parts.len(),
+            if report.parts.len() == 1 { "" } else { "s" },
+            if report.fat { ", FAT filesystem" } else { "" },
+            report.written,
+            report.kept,
+            names.join(", ")
+        )
+        .map_err(Error::Output)?;
+    }
+    // The whole point of the command: said even with --quiet.
+    writeln!(out, "verified from the medium: safe to eject").map_err(Error::Output)?;
+    Ok(())
 }
 
 /// The keys of `--key` and `--key-dir`.

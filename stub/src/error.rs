@@ -29,6 +29,12 @@ pub enum Error {
     /// The payload is missing, damaged or unreadable.
     #[error(transparent)]
     Payload(#[from] airlock_payload::Error),
+    /// A part of a split installer is missing, cut, extra, or does not fit.
+    #[error(transparent)]
+    Parts(#[from] airlock_payload::PartError),
+    /// `copy --to` failed.
+    #[error(transparent)]
+    Copy(#[from] crate::copy::CopyError),
     /// `verify` found damage; the message lists every damaged item, each naming what it
     /// affects.
     #[error("installer is corrupt: {} damaged item(s):{}", items.len(), items.iter().map(|i| format!("\n  damaged: {i}")).collect::<String>())]
@@ -176,6 +182,8 @@ impl Error {
         match self {
             Error::Payload(e) | Error::Content { source: e, .. } => e.is_corrupt(),
             Error::Damaged { .. } => true,
+            Error::Parts(e) => e.is_corrupt(),
+            Error::Copy(e) => e.is_corrupt(),
             Error::Signature(e) => e.is_corrupt(),
             _ => false,
         }

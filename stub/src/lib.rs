@@ -52,6 +52,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod copy;
 mod error;
 pub mod extract;
 pub mod info;

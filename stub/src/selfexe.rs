@@ -4,13 +4,25 @@
 //! executable: `/proc/self/exe`, or `argv[0]` when `/proc` is not mounted (an empty chroot).
 //! The environment variable `AIRLOCK_INSTALLER=/path/file.run` makes the stub operate on
 //! another file instead (a debugging aid, also used by tests).
+//!
+//! A split installer (`edge.run`, `edge.run.002`, ...; payload-format/SPEC.md "Split
+//! installers") is mapped as one contiguous range: one `PROT_NONE` reservation of the whole
+//! length, each part mapped over it at its offset (every part but the last is a multiple of
+//! the page size). The commands see one `&[u8]` either way. Before anything runs, the parts'
+//! lengths are checked against each other and against the installer's header, the trailer
+//! and index against the last part, and frames inside every part against their digests, so
+//! a missing, cut, extra, swapped or foreign part is named (exit code 3).
 
 use std::env;
 use std::ffi::OsString;
 use std::fs::File;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
 
+use airlock_payload::{Part, PartError};
 use memmap2::{Advice, Mmap, UncheckedAdvice};
+use nix::sys::mman::{self, MapFlags, MmapAdvise, ProtFlags};
 
 use crate::{Error, Result};
 
@@ -21,8 +33,107 @@ pub const INSTALLER_ENV: &str = "AIRLOCK_INSTALLER";
 #[derive(Debug)]
 pub struct InstallerFile {
     path: PathBuf,
-    map: Mmap,
+    map: FileMap,
     elf_end: Option<u64>,
+    /// The files the installer is made of: one, or the parts of a split installer.
+    parts: Vec<Part>,
+}
+
+/// The mapped bytes: one file, or the parts of a split installer side by side.
+#[derive(Debug)]
+enum FileMap {
+    Whole(Mmap),
+    Parts(PartsMap),
+}
+
+/// A read-only range holding every part of a split installer at its offset.
+#[derive(Debug)]
+struct PartsMap {
+    base: NonNull<std::ffi::c_void>,
+    len: usize,
+}
+
+// SAFETY: the range is mapped read-only and never written or remapped after construction;
+// sharing read-only memory between threads is sound.
+unsafe impl Send for PartsMap {}
+// SAFETY: as for Send: no interior mutability, the bytes never change.
+unsafe impl Sync for PartsMap {}
+
+impl Drop for PartsMap {
+    fn drop(&mut self) {
+        // SAFETY: `base..base+len` is the reservation this value made and owns; no slice
+        // of it outlives `self` (bytes() borrows self).
+        if let Err(e) = unsafe { mman::munmap(self.base, self.len) } {
+            tracing::debug!("failed to unmap the installer parts: {e}");
+        }
+    }
+}
+
+impl PartsMap {
+    /// Maps `parts` (lengths already checked: all but the last a multiple of the page size)
+    /// one after another in one reservation.
+    fn map(parts: &[Part]) -> std::io::Result<PartsMap> {
+        let total: u64 = parts.iter().map(|p| p.len).sum();
+        let len = usize::try_from(total)
+            .ok()
+            .and_then(NonZeroUsize::new)
+            .ok_or_else(|| std::io::Error::other("the parts are empty or too large to map"))?;
+        // SAFETY: a fresh anonymous reservation at an address the kernel picks: it aliases
+        // nothing. PROT_NONE until the parts are mapped over it.
+        let base = unsafe {
+            mman::mmap_anonymous(
+                None,
+                len,
+                ProtFlags::PROT_NONE,
+                MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE,
+            )
+        }?;
+        let map = PartsMap {
+            base,
+            len: len.get(),
+        };
+        let mut offset = 0usize;
+        for part in parts {
+            let file = File::open(&part.path)?;
+            let Some(part_len) = NonZeroUsize::new(part.len as usize) else {
+                continue;
+            };
+            let addr = NonZeroUsize::new(base.as_ptr() as usize + offset)
+                .expect("inside a non-null reservation");
+            // SAFETY: MAP_FIXED replaces pages only inside our own reservation
+            // (`offset + part.len <= len`, offsets page-aligned because every earlier part
+            // is a multiple of the page size); nothing else lives there. The map is
+            // read-only and private; a part truncated later by another process would
+            // SIGBUS on access, as for a single-file map, never break memory safety.
+            unsafe {
+                mman::mmap(
+                    Some(addr),
+                    part_len,
+                    ProtFlags::PROT_READ,
+                    MapFlags::MAP_PRIVATE | MapFlags::MAP_FIXED,
+                    &file,
+                    0,
+                )
+            }?;
+            offset += part.len as usize;
+        }
+        Ok(map)
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: every byte of the reservation is covered by a PROT_READ file map (the
+        // parts' lengths sum to `len`), mapped for the life of `self` and never written.
+        unsafe { std::slice::from_raw_parts(self.base.as_ptr() as *const u8, self.len) }
+    }
+}
+
+impl FileMap {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            FileMap::Whole(m) => m,
+            FileMap::Parts(p) => p.bytes(),
+        }
+    }
 }
 
 impl InstallerFile {
@@ -77,7 +188,57 @@ impl InstallerFile {
         // Only used to explain a missing trailer (truncation, `strip`, UPX).
         let elf_end = airlock_payload::declared_elf_end(&map);
         tracing::debug!(path = %path.display(), len = map.len(), ?elf_end, "mapped installer");
-        Ok(InstallerFile { path, map, elf_end })
+        if airlock_payload::has_parts(&path) {
+            // A whole installer beside stale parts is still whole (`airlock split` cuts the
+            // first part only after writing the others).
+            if airlock_payload::Installer::open(&map, elf_end).is_err() {
+                drop(map);
+                return Self::open_parts(path);
+            }
+            tracing::debug!("the file is a whole installer: parts beside it are ignored");
+        }
+        let parts = vec![Part {
+            len: map.len() as u64,
+            path: path.clone(),
+        }];
+        Ok(InstallerFile {
+            path,
+            map: FileMap::Whole(map),
+            elf_end,
+            parts,
+        })
+    }
+
+    /// Finds, checks and maps the parts of the split installer whose first part is `first`.
+    fn open_parts(first: PathBuf) -> Result<Self> {
+        let parts = airlock_payload::find_parts(&first)?;
+        let map = PartsMap::map(&parts).map_err(|source| Error::Map {
+            path: first.clone(),
+            source,
+        })?;
+        let bytes = map.bytes();
+        let elf_end = airlock_payload::declared_elf_end(bytes);
+        if let Some(file_len) = elf_end
+            .map(airlock_payload::align_payload)
+            .and_then(|at| bytes.get(at as usize..))
+            .and_then(airlock_payload::Header::from_bytes)
+            .map(|h| h.file_len)
+        {
+            airlock_payload::check_total(&parts, file_len)?;
+        }
+        check_parts(bytes, elf_end, &parts)?;
+        tracing::debug!(parts = parts.len(), len = bytes.len(), "mapped a split installer");
+        Ok(InstallerFile {
+            path: first,
+            map: FileMap::Parts(map),
+            elf_end,
+            parts,
+        })
+    }
+
+    /// The files the installer is made of, in order: the file itself, or every part.
+    pub fn parts(&self) -> &[Part] {
+        &self.parts
     }
 
     /// The path the file was opened from.
@@ -87,7 +248,7 @@ impl InstallerFile {
 
     /// The whole file.
     pub fn bytes(&self) -> &[u8] {
-        &self.map
+        self.map.bytes()
     }
 
     /// Drops the pages of `part` (a sub-slice of [`InstallerFile::bytes`]) from this
@@ -102,9 +263,11 @@ impl InstallerFile {
         // SAFETY: the map is read-only and private and was never written, so MADV_DONTNEED
         // only removes page-table entries: the next access faults the same file bytes back
         // in from the page cache. No reference sees memory change or vanish.
-        let advised = unsafe {
-            self.map
-                .unchecked_advise_range(UncheckedAdvice::DontNeed, first, len)
+        let advised = match &self.map {
+            FileMap::Whole(m) => unsafe {
+                m.unchecked_advise_range(UncheckedAdvice::DontNeed, first, len)
+            },
+            FileMap::Parts(p) => p.advise(first, len, MmapAdvise::MADV_DONTNEED),
         };
         if let Err(e) = advised {
             tracing::debug!("failed to release mapped pages: {e}");
@@ -120,7 +283,11 @@ impl InstallerFile {
         let Some((first, len)) = self.pages_of(part, false) else {
             return;
         };
-        if let Err(e) = self.map.advise_range(Advice::PopulateRead, first, len) {
+        let advised = match &self.map {
+            FileMap::Whole(m) => m.advise_range(Advice::PopulateRead, first, len),
+            FileMap::Parts(p) => p.advise(first, len, MmapAdvise::MADV_POPULATE_READ),
+        };
+        if let Err(e) = advised {
             tracing::debug!("failed to populate mapped pages: {e}");
         }
     }
@@ -130,9 +297,10 @@ impl InstallerFile {
     /// `part` is outside the map or covers no such page.
     fn pages_of(&self, part: &[u8], whole_only: bool) -> Option<(usize, usize)> {
         const PAGE: usize = 4096;
-        let base = self.map.as_ptr() as usize;
+        let map = self.map.bytes();
+        let base = map.as_ptr() as usize;
         let start = part.as_ptr() as usize;
-        if start < base || start + part.len() > base + self.map.len() {
+        if start < base || start + part.len() > base + map.len() {
             return None;
         }
         let (start, end) = (start - base, start - base + part.len());
@@ -141,12 +309,110 @@ impl InstallerFile {
         } else {
             (start / PAGE * PAGE, end.div_ceil(PAGE) * PAGE)
         };
-        (end > first).then(|| (first, end.min(self.map.len()) - first))
+        (end > first).then(|| (first, end.min(map.len()) - first))
     }
 
     /// Where the stub's ELF image ends, if the file starts with a parsable ELF.
     pub fn elf_end(&self) -> Option<u64> {
         self.elf_end
+    }
+}
+
+impl PartsMap {
+    /// `madvise` on `len` bytes at `offset` (page-aligned, inside the range).
+    fn advise(&self, offset: usize, len: usize, advice: MmapAdvise) -> std::io::Result<()> {
+        let addr = NonNull::new((self.base.as_ptr() as usize + offset) as *mut std::ffi::c_void)
+            .expect("inside a non-null range");
+        // SAFETY: the pages are inside our read-only private file maps, never written:
+        // MADV_DONTNEED only drops page-table entries (the next access reads the same file
+        // bytes back) and MADV_POPULATE_READ only faults them in.
+        unsafe { mman::madvise(addr, len, advice) }.map_err(std::io::Error::from)
+    }
+}
+
+/// Checks a mapped split installer before any command runs: the trailer and index (in the
+/// last part) open, and in every part the first and the last frame that lie wholly inside it
+/// match their digests. A frame that fails names its part; when the first part's frames fail
+/// too, or every sampled part fails, the index itself does not fit, and the last part is
+/// named. Reads two frames per part, so it costs little even from a slow stick.
+fn check_parts(bytes: &[u8], elf_end: Option<u64>, parts: &[Part]) -> Result<()> {
+    let last = parts.last().expect("at least one part");
+    let installer = match airlock_payload::Installer::open(bytes, elf_end) {
+        Ok(i) => i,
+        Err(e) => {
+            // The parts before the last one may be a whole installer: the last is extra.
+            let before = bytes.len() - last.len as usize;
+            if parts.len() > 1 && airlock_payload::Installer::open(&bytes[..before], elf_end).is_ok()
+            {
+                return Err(PartError::Extra {
+                    path: last.path.clone(),
+                    last: parts[parts.len() - 2].path.clone(),
+                }
+                .into());
+            }
+            return Err(PartError::Mismatch {
+                path: last.path.clone(),
+                detail: format!("the installer's end in it is unreadable ({e})"),
+            }
+            .into());
+        }
+    };
+    let payload = installer.load_index().map_err(|e| PartError::Mismatch {
+        path: last.path.clone(),
+        detail: format!("the index in it is unreadable ({e})"),
+    })?;
+    let base = bytes.as_ptr() as usize;
+    let frames: Vec<(u64, u64)> = (0..payload.index().frames().len())
+        .map(|i| {
+            let f = payload.frame_stored(i);
+            let start = (f.as_ptr() as usize - base) as u64;
+            (start, start + f.len() as u64)
+        })
+        .collect();
+    let mut sampled = 0;
+    let mut failed: Vec<(usize, String)> = Vec::new();
+    let mut start = 0u64;
+    for (n, part) in parts.iter().enumerate() {
+        let end = start + part.len;
+        // Frames lie back to back in order: those wholly inside are one run.
+        let a = frames.partition_point(|f| f.0 < start);
+        let b = frames.partition_point(|f| f.1 <= end);
+        let sample: Vec<usize> = match b.checked_sub(a) {
+            Some(0) | None => vec![],
+            Some(1) => vec![a],
+            Some(_) => vec![a, b - 1],
+        };
+        if !sample.is_empty() {
+            sampled += 1;
+        }
+        if let Some(&bad) = sample.iter().find(|&&i| payload.check_frame(i).is_err()) {
+            failed.push((
+                n,
+                format!(
+                    "frame {bad} (bytes {}..{} of the installer) does not match its digest",
+                    frames[bad].0, frames[bad].1
+                ),
+            ));
+        }
+        start = end;
+    }
+    match failed.first() {
+        None => Ok(()),
+        Some((0, _)) => Err(PartError::Mismatch {
+            path: last.path.clone(),
+            detail: format!("the index in it does not match the frames of {}", parts[0].path.display()),
+        }
+        .into()),
+        Some(_) if failed.len() == sampled && sampled > 1 => Err(PartError::Mismatch {
+            path: last.path.clone(),
+            detail: "the index in it matches the frames of no other part".to_owned(),
+        }
+        .into()),
+        Some((n, detail)) => Err(PartError::Mismatch {
+            path: parts[*n].path.clone(),
+            detail: detail.clone(),
+        }
+        .into()),
     }
 }
 

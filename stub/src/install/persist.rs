@@ -42,25 +42,35 @@ pub fn persist_installer(src: &Path, root: &Path, name: &str, version: &str) -> 
     let logical = installer_copy_path(name, version);
     let mut records = create_dirs(root, STATE_DIR)?;
     let dest = resolve(root, &logical);
-    let mut source = File::open(src).map_err(Error::fs("open the installer", src))?;
-    let len = source
-        .metadata()
-        .map_err(Error::fs("inspect the installer", src))?
-        .len();
+    // A split installer (`edge.run`, `edge.run.002`, ...) becomes one whole file here.
+    let parts = installer_parts(src)?;
+    let len: u64 = parts.iter().map(|p| p.len).sum();
+    let last = &parts[parts.len() - 1];
+    let mut last_file = File::open(&last.path).map_err(Error::fs("open the installer", &last.path))?;
     let existed_before = fs::symlink_metadata(&dest).is_ok();
-    let current = is_same_installer(&mut source, len, &dest)
-        .map_err(Error::fs("compare the installer with", &dest))?;
+    let current = if parts.len() == 1 {
+        is_same_installer(&mut last_file, len, &dest)
+    } else {
+        // The compared tail lies in the last part when it is long enough; else compare all.
+        is_same_parts(&parts, len, &dest)
+    }
+    .map_err(Error::fs("compare the installer with", &dest))?;
     if !current {
         let dir = resolve(root, logical_parent(&logical).unwrap_or(STATE_DIR));
         let mut tmp = tempfile::Builder::new()
             .prefix(".airlock-tmp-")
             .tempfile_in(&dir)
             .map_err(Error::fs("create a temp file in", &dir))?;
-        source
-            .seek(SeekFrom::Start(0))
-            .map_err(Error::fs("read the installer", src))?;
-        let copied = io::copy(&mut source, tmp.as_file_mut())
-            .map_err(Error::fs("copy the installer to", tmp.path().to_owned()))?;
+        let mut copied = 0;
+        for part in &parts {
+            let mut source =
+                File::open(&part.path).map_err(Error::fs("open the installer", &part.path))?;
+            source
+                .seek(SeekFrom::Start(0))
+                .map_err(Error::fs("read the installer", &part.path))?;
+            copied += io::copy(&mut source, tmp.as_file_mut())
+                .map_err(Error::fs("copy the installer to", tmp.path().to_owned()))?;
+        }
         if copied != len {
             return Err(Error::Fs {
                 step: "copy the installer",
@@ -92,6 +102,54 @@ pub fn persist_installer(src: &Path, root: &Path, name: &str, version: &str) -> 
         copied: !current,
         records,
     })
+}
+
+/// The files `src` is made of: itself, or every part of a split installer, as the stub
+/// decides when it maps them (a whole file beside stale parts is one file).
+fn installer_parts(src: &Path) -> Result<Vec<airlock_payload::Part>> {
+    if !airlock_payload::has_parts(src) {
+        let len = fs::metadata(src)
+            .map_err(Error::fs("inspect the installer", src))?
+            .len();
+        return Ok(vec![airlock_payload::Part {
+            path: src.to_owned(),
+            len,
+        }]);
+    }
+    let file = crate::selfexe::InstallerFile::open(src)
+        .map_err(|e| Error::fs("open the installer", src)(io::Error::other(e.to_string())))?;
+    Ok(file.parts().to_vec())
+}
+
+/// [`is_same_installer`] for a split source: `dest` has `len` bytes and the same last
+/// [`TRAILER_COMPARE`] bytes as the parts joined.
+fn is_same_parts(parts: &[airlock_payload::Part], len: u64, dest: &Path) -> io::Result<bool> {
+    let meta = match fs::symlink_metadata(dest) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if !meta.is_file() || meta.len() != len {
+        return Ok(false);
+    }
+    let tail = len.min(TRAILER_COMPARE);
+    let mut want = Vec::with_capacity(tail as usize);
+    let mut start = 0;
+    for p in parts {
+        let end = start + p.len;
+        if end > len - tail {
+            let from = (len - tail).saturating_sub(start);
+            let mut f = File::open(&p.path)?;
+            f.seek(SeekFrom::Start(from))?;
+            f.read_to_end(&mut want)?;
+        }
+        start = end;
+    }
+    let mut have = vec![0; tail as usize];
+    let mut d = File::open(dest)?;
+    d.seek(SeekFrom::Start(len - tail))?;
+    d.read_exact(&mut have)?;
+    Ok(want == have)
 }
 
 /// True when `dest` is a regular file of `len` bytes ending in the same bytes as `src`.
