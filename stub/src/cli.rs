@@ -107,6 +107,9 @@ pub struct SshArgs {
     /// Use this ssh config file instead of ~/.ssh/config (ssh -F).
     #[arg(long, value_name = "FILE")]
     pub ssh_config: Option<PathBuf>,
+    /// Seconds ssh waits for a host to answer (ssh ConnectTimeout).
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub connect_timeout: u32,
 }
 
 /// Arguments of `deploy`.

@@ -173,7 +173,7 @@ fn ssh_options(a: &crate::cli::SshArgs) -> crate::deploy::SshOptions {
         accept_new_host_keys: a.accept_new_host_keys,
         config: a.ssh_config.clone(),
         control_dir: std::path::PathBuf::new(),
-        connect_timeout: 10,
+        connect_timeout: a.connect_timeout,
     }
 }
 
