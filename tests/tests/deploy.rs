@@ -101,12 +101,16 @@ fn deploy_installs_three_containerd_nodes_with_one_upload_converges_and_undeploy
     }
 
     // Killed mid fan-out (slow fetches, one at a time): the re-run completes.
-    let mut c = deploy_cmd(&work, &installer, &site, &inv, &["--fanout", "1", "--limit-rate", "4M"]);
+    let mut c = deploy_cmd(&work, &installer, &site, &inv, &["--fanout", "1", "--limit-rate", "2M"]);
     c.stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
     let mut child = c.spawn().unwrap();
-    let part = site.hosts[1].root.join("var/lib/airlock/.airlock-deploy-node-1.0.part");
+    let part = |i: usize| {
+        site.hosts[i]
+            .root
+            .join("var/lib/airlock/.airlock-deploy-node-1.0.part")
+    };
     let start = Instant::now();
-    while !fs::metadata(&part).is_ok_and(|m| m.len() > 0) {
+    while !(1..3).any(|i| fs::metadata(part(i)).is_ok_and(|m| m.len() > 0)) {
         assert!(child.try_wait().unwrap().is_none(), "deploy ended before the fan-out");
         assert!(start.elapsed() < Duration::from_secs(90), "no fetch started");
         std::thread::sleep(Duration::from_millis(50));
@@ -114,14 +118,20 @@ fn deploy_installs_three_containerd_nodes_with_one_upload_converges_and_undeploy
     // Kill the whole process group: deploy and its ssh clients.
     let _ = Command::new("kill").args(["-KILL", &format!("-{}", child.id())]).status();
     let _ = child.wait();
-    assert!(!site.hosts[2].root.join("var/lib/airlock/node-1.0.run").exists());
+    // The remote half of a node's step may finish after the operator died (sshd does not
+    // kill it); the re-run then finds it complete, or waits on the node's deploy lock.
 
     let run = util::run(deploy_cmd(&work, &installer, &site, &inv, &[])).success();
     let out = &run.stdout;
     assert!(out.contains("n1: skipped: already at this version"), "{}", run.describe());
-    for n in ["n2", "n3"] {
-        assert!(out.contains(&format!("{n}: fetch: done")), "{}", run.describe());
-        assert!(out.contains(&format!("{n}: install: done")), "{}", run.describe());
+    assert!(!out.contains("FAILED"), "{}", run.describe());
+    for h in &site.hosts {
+        assert!(
+            h.root.join("var/lib/airlock/deploy-node.done").exists(),
+            "{} not deployed:\n{}",
+            h.name,
+            run.describe()
+        );
     }
     assert!(out.contains("HOST  ROLE  ADDRESS"), "{}", run.describe());
 
