@@ -10,7 +10,6 @@ mod util;
 mod site;
 
 use std::fs;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -102,7 +101,7 @@ fn deploy_installs_three_containerd_nodes_with_one_upload_converges_and_undeploy
 
     // Killed mid fan-out (slow fetches, one at a time): the re-run completes.
     let mut c = deploy_cmd(&work, &installer, &site, &inv, &["--fanout", "1", "--limit-rate", "2M"]);
-    c.stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
+    c.stdout(Stdio::null()).stderr(Stdio::null());
     let mut child = c.spawn().unwrap();
     let part = |i: usize| {
         site.hosts[i]
@@ -115,8 +114,9 @@ fn deploy_installs_three_containerd_nodes_with_one_upload_converges_and_undeploy
         assert!(start.elapsed() < Duration::from_secs(90), "no fetch started");
         std::thread::sleep(Duration::from_millis(50));
     }
-    // Kill the whole process group: deploy and its ssh clients.
-    let _ = Command::new("kill").args(["-KILL", &format!("-{}", child.id())]).status();
+    // SIGKILL to deploy itself, by its pid (no group kill: procps-ng 4.0.2's `kill -KILL
+    // -PGID` was seen taking down unrelated processes here).
+    child.kill().unwrap();
     let _ = child.wait();
     // The remote half of a node's step may finish after the operator died (sshd does not
     // kill it); the re-run then finds it complete, or waits on the node's deploy lock.
