@@ -87,6 +87,22 @@ pub enum Command {
     /// the parts already on the medium with the right bytes. Refuses up front when the
     /// medium lacks space.
     Copy(CopyArgs),
+    /// Install every host of an inventory over SSH, sending the installer over this
+    /// host's link once.
+    ///
+    /// The inventory has Ansible's YAML shape (`all`, `vars`, `children`, `hosts`,
+    /// `ansible_host`, `ansible_user`, `ansible_port`, `ansible_ssh_private_key_file`, and
+    /// `airlock_root`, `airlock_listen`); hosts in `servers` and `agents` get those roles.
+    /// Steps: verify this file, a remote preflight on every host (before any change),
+    /// upload to the first node only, install it, then every other node fetches the file
+    /// from the first node's registry (`/airlock/installer`), checks it and installs (k3s:
+    /// the first server with `--cluster-init`, servers one at a time, agents in parallel,
+    /// joining with the first server's token). One line per node and step, a summary table;
+    /// exit code 1 when any node failed. A re-run skips the nodes already at this version.
+    Deploy(DeployArgs),
+    /// Undo a deploy: the installer's own `uninstall` on every host of the inventory, then
+    /// the copy and markers deploy left.
+    Undeploy(UndeployArgs),
 }
 
 /// Arguments of `copy`.
@@ -99,6 +115,50 @@ pub struct CopyArgs {
     /// even where the filesystem does not need them.
     #[arg(long, value_name = "fat32|SIZE")]
     pub split: Option<String>,
+}
+
+/// How `deploy` and `undeploy` reach hosts.
+#[derive(Debug, Args)]
+pub struct SshArgs {
+    /// The inventory (Ansible's YAML inventory shape).
+    #[arg(short, long, value_name = "FILE")]
+    pub inventory: PathBuf,
+    /// Accept and remember unknown host keys (ssh `StrictHostKeyChecking=accept-new`);
+    /// without it an unknown host key is refused.
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+    /// Use this ssh config file instead of ~/.ssh/config (ssh -F).
+    #[arg(long, value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
+    /// Seconds ssh waits for a host to answer (ssh ConnectTimeout).
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub connect_timeout: u32,
+}
+
+/// Arguments of `deploy`.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Inventory and ssh options.
+    #[command(flatten)]
+    pub ssh: SshArgs,
+    /// At most N nodes fetch the installer from one source at once.
+    #[arg(long, value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub fanout: u32,
+    /// Run the remote preflight, print the plan per node and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Limit each node's fetch to SIZE per second (K, M or G), to spare a shared link.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub limit_rate: Option<u64>,
+}
+
+/// Arguments of `undeploy`.
+#[derive(Debug, Args)]
+pub struct UndeployArgs {
+    /// Inventory and ssh options.
+    #[command(flatten)]
+    pub ssh: SshArgs,
 }
 
 /// `signature` subcommands.

@@ -142,6 +142,26 @@ pub fn run_on(
         }
         // `run` handles it: it needs the mapped file's parts, not only its bytes.
         Some(Command::Copy(_)) => Err(crate::copy::CopyError::NoFile.into()),
+        Some(Command::Deploy(a)) => {
+            signature::enforce_policy(&installer, Path::new("/"), &[])?;
+            let inventory = crate::deploy::Inventory::load(&a.ssh.inventory)
+                .map_err(crate::deploy::DeployError::from)?;
+            let opts = crate::deploy::DeployOptions {
+                inventory: &inventory,
+                installer: &installer,
+                installer_path: path,
+                ssh: ssh_options(&a.ssh),
+                fanout: a.fanout as usize,
+                dry_run: a.dry_run,
+                limit_rate: a.limit_rate,
+            };
+            crate::deploy::deploy(&opts, out)
+        }
+        Some(Command::Undeploy(a)) => {
+            let inventory = crate::deploy::Inventory::load(&a.ssh.inventory)
+                .map_err(crate::deploy::DeployError::from)?;
+            crate::deploy::undeploy(&inventory, &installer, &ssh_options(&a.ssh), out)
+        }
         Some(Command::Uninstall(a)) => install::run::uninstall(
             &installer.meta().name,
             a.root.as_deref(),
@@ -192,6 +212,17 @@ fn copy_to(
     // The whole point of the command: said even with --quiet.
     writeln!(out, "verified from the medium: safe to eject").map_err(Error::Output)?;
     Ok(())
+}
+
+/// The ssh options of `deploy` and `undeploy` (the control folder is made per run).
+fn ssh_options(a: &crate::cli::SshArgs) -> crate::deploy::SshOptions {
+    crate::deploy::SshOptions {
+        program: "ssh".into(),
+        accept_new_host_keys: a.accept_new_host_keys,
+        config: a.ssh_config.clone(),
+        control_dir: std::path::PathBuf::new(),
+        connect_timeout: a.connect_timeout,
+    }
 }
 
 /// The keys of `--key` and `--key-dir`.
@@ -333,7 +364,11 @@ pub fn serve_registry(
     pages: Pages,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let registry = Arc::new(Registry::new(installer.load_index()?).with_pages(pages));
+    let registry = Arc::new(
+        Registry::new(installer.load_index()?)
+            .with_pages(pages)
+            .with_installer_file(installer.bytes()),
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -127,6 +127,9 @@ pub enum Error {
     /// An install or uninstall step failed.
     #[error(transparent)]
     Install(#[from] crate::install::Error),
+    /// `deploy` or `undeploy` failed.
+    #[error(transparent)]
+    Deploy(#[from] crate::deploy::DeployError),
     /// The pull proxy's certificates could not be loaded (`registry serve --intercept`).
     #[error("failed to start the pull proxy")]
     Intercept(#[from] crate::intercept::InterceptError),

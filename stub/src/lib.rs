@@ -12,7 +12,8 @@
 //! - `verify --key`, `signature export` and the trusted-keys policy check minisign
 //!   signatures ([`signature`]);
 //! - `registry serve` serves the captured images as a read-only OCI registry, straight from
-//!   the mapped file ([`registry`]).
+//!   the mapped file ([`registry`]);
+//! - `deploy` and `undeploy` install a whole site over SSH with one upload ([`deploy`]).
 //!
 //! Library functions take the mapped bytes and paths, so tests drive them with installers
 //! built in memory; `main.rs` only parses the command line, calls [`commands::run`] and maps
@@ -53,6 +54,7 @@
 pub mod cli;
 pub mod commands;
 pub mod copy;
+pub mod deploy;
 mod error;
 pub mod extract;
 pub mod info;

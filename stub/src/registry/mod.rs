@@ -11,6 +11,12 @@
 //! `GET /v2/_catalog`; `GET /v2/<name>/referrers/<digest>` (OCI 1.1, [`referrers`]).
 //! Everything else is `405 UNSUPPORTED` (other methods) or `404`.
 //!
+//! **The installer file itself**, when given ([`Registry::with_installer_file`]):
+//! `GET|HEAD /airlock/installer`, with `Range`, `Content-Length` and the SHA-256 of its
+//! trailer in `Airlock-Trailer-Digest`, straight from the mapped file. `deploy` has the
+//! other nodes of a site fetch the installer from the first node this way, so it crosses
+//! the operator's link once. It serves nothing the images do not already expose.
+//!
 //! **Namespaces.** One installer may hold `docker.io/library/app:1` and
 //! `example.hub/library/app:1` as different images. Names resolve to an upstream registry
 //! (the namespace) by [`airlock_oci::name::resolve`]: `?ns=<host>` (what containerd sends
@@ -103,7 +109,14 @@ pub struct Registry {
     images: usize,
     /// Manifests with a `subject`, read on the first referrers request.
     referrers: std::sync::OnceLock<referrers::Table>,
+    /// The whole installer file and its trailer digest, served at [`INSTALLER_PATH`].
+    installer: Option<(&'static [u8], String)>,
 }
+
+/// Where the installer file itself is served ([`Registry::with_installer_file`]).
+pub const INSTALLER_PATH: &str = "/airlock/installer";
+/// The header holding the SHA-256 of the installer's trailer (`sha256:<hex>`).
+pub const TRAILER_DIGEST_HEADER: &str = "airlock-trailer-digest";
 
 /// The repository a request is about, once its name is resolved.
 struct Target<'r> {
@@ -144,6 +157,16 @@ impl Registry {
         self
     }
 
+    /// Also serves `file`, the whole installer, at [`INSTALLER_PATH`] (read-only, with
+    /// Range); its trailer's SHA-256 goes in [`TRAILER_DIGEST_HEADER`].
+    pub fn with_installer_file(mut self, file: &'static [u8]) -> Self {
+        let tail = &file[file
+            .len()
+            .saturating_sub(airlock_payload::TRAILER_LEN as usize)..];
+        self.installer = Some((file, Sha256Digest::of(tail).to_string()));
+        self
+    }
+
     /// Builds the lookup tables of `payload`'s images.
     pub fn new(payload: Payload<'static>) -> Self {
         let mut repos: HashMap<String, HashMap<String, Repo>> = HashMap::new();
@@ -179,6 +202,7 @@ impl Registry {
             repos,
             catalog: catalog.into_iter().collect(),
             referrers: std::sync::OnceLock::new(),
+            installer: None,
         }
     }
 
@@ -190,7 +214,11 @@ impl Registry {
     /// Answers one request. Never panics on client input; the request body is not read.
     pub fn handle<B>(&self, req: &Request<B>) -> Response<Body> {
         let head = req.method() == Method::HEAD;
-        let mut resp = self.route(req).unwrap_or_else(|e| e.into_response(head));
+        let routed = match (&self.installer, req.uri().path() == INSTALLER_PATH) {
+            (Some((file, digest)), true) => installer_file(req, file, digest),
+            _ => self.route(req),
+        };
+        let mut resp = routed.unwrap_or_else(|e| e.into_response(head));
         resp.headers_mut()
             .insert(API_VERSION, HeaderValue::from_static(API_VERSION_VALUE));
         resp
@@ -410,6 +438,62 @@ impl Registry {
         }
         Ok(resp)
     }
+}
+
+/// `GET|HEAD` [`INSTALLER_PATH`]: the installer file, whole or one range of it.
+fn installer_file<B>(
+    req: &Request<B>,
+    file: &'static [u8],
+    digest: &str,
+) -> Result<Response<Body>, RegistryError> {
+    let head = match *req.method() {
+        Method::GET => false,
+        Method::HEAD => true,
+        ref m => return Err(RequestError::Unsupported(echo(m.as_str())).into()),
+    };
+    let size = file.len() as u64;
+    let range = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok());
+    let (status, start, len) = match RangeRequest::parse(range, size) {
+        RangeRequest::Full => (StatusCode::OK, 0, size),
+        RangeRequest::Partial { start, end } => {
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+        RangeRequest::Unsatisfiable => {
+            return Err(RegistryError::RangeNotSatisfiable {
+                range: echo(range.unwrap_or_default()),
+                size,
+            })
+        }
+    };
+    let part = &file[start as usize..(start + len) as usize];
+    let mut resp = Response::new(if head {
+        Body::empty()
+    } else {
+        Body::full(bytes::Bytes::from_static(part))
+    });
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(media::OCTET_STREAM),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        TRAILER_DIGEST_HEADER,
+        HeaderValue::from_str(digest).expect("a digest is ASCII"),
+    );
+    if status == StatusCode::PARTIAL_CONTENT {
+        let value = format!("bytes {start}-{}/{size}", start + len - 1);
+        h.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&value).expect("ascii"),
+        );
+    }
+    Ok(resp)
 }
 
 /// The page of sorted `items` after `query.last`, at most `query.n` long, and the last item

@@ -721,3 +721,47 @@ async fn shutdown_lets_a_download_in_flight_finish_then_ends_the_server() {
         .unwrap()
         .unwrap();
 }
+
+#[test]
+fn the_installer_file_is_served_whole_and_by_range_with_its_trailer_digest() {
+    let bytes = fixture().bytes;
+    // Without the file, the path is not a route.
+    assert_eq!(
+        get(&registry(), INSTALLER_PATH).status(),
+        StatusCode::NOT_FOUND
+    );
+    let reg = registry_of(bytes).with_installer_file(bytes);
+    let tail = &bytes[bytes.len() - airlock_payload::TRAILER_LEN as usize..];
+    let want = Sha256Digest::of(tail).to_string();
+    let resp = get(&reg, INSTALLER_PATH);
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(hdr(&resp, TRAILER_DIGEST_HEADER), Some(want.as_str()));
+    assert_eq!(
+        hdr(&resp, "content-length"),
+        Some(bytes.len().to_string().as_str())
+    );
+    assert_eq!(body(resp).unwrap(), bytes);
+    let resp = head(&reg, INSTALLER_PATH);
+    assert_eq!(hdr(&resp, "accept-ranges"), Some("bytes"));
+    assert!(body(resp).unwrap().is_empty());
+    let from = bytes.len() - 1000;
+    let resp = reg.handle(&request(
+        Method::GET,
+        INSTALLER_PATH,
+        Some(&format!("bytes={from}-")),
+    ));
+    assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        hdr(&resp, "content-range"),
+        Some(format!("bytes {from}-{}/{}", bytes.len() - 1, bytes.len()).as_str())
+    );
+    assert_eq!(body(resp).unwrap(), &bytes[from..]);
+    let resp = reg.handle(&request(
+        Method::GET,
+        INSTALLER_PATH,
+        Some(&format!("bytes={}-", bytes.len())),
+    ));
+    assert_eq!(resp.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    let resp = reg.handle(&request(Method::DELETE, INSTALLER_PATH, None));
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
