@@ -24,13 +24,40 @@ fn main() {
     }
     let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let mut cmd = Command::new(rustc);
-    cmd.args(["--edition", "2021", "--crate-type", "bin", "--crate-name", "airlock_stage0"])
-        .args(["--target", &target])
-        .args(["-C", "panic=abort", "-C", "opt-level=s", "-C", "codegen-units=1"])
-        .args(["-C", "relocation-model=static", "-C", "target-feature=+crt-static"])
-        .args(["-C", "strip=symbols", "-C", "force-unwind-tables=no", "-C", "debuginfo=0"]);
+    cmd.args([
+        "--edition",
+        "2021",
+        "--crate-type",
+        "bin",
+        "--crate-name",
+        "airlock_stage0",
+    ])
+    .args(["--target", &target])
+    .args([
+        "-C",
+        "panic=abort",
+        "-C",
+        "opt-level=s",
+        "-C",
+        "codegen-units=1",
+    ])
+    .args([
+        "-C",
+        "relocation-model=static",
+        "-C",
+        "target-feature=+crt-static",
+    ])
+    .args([
+        "-C",
+        "strip=symbols",
+        "-C",
+        "force-unwind-tables=no",
+        "-C",
+        "debuginfo=0",
+    ]);
     if let Some(linker) = env::var_os("RUSTC_LINKER") {
-        cmd.arg("-C").arg(format!("linker={}", linker.to_string_lossy()));
+        cmd.arg("-C")
+            .arg(format!("linker={}", linker.to_string_lossy()));
     }
     for arg in [
         "-nostartfiles",
@@ -47,5 +74,8 @@ fn main() {
     }
     cmd.arg("-o").arg(&out).arg("src/program.rs");
     let status = cmd.status().expect("run rustc for the first stage");
-    assert!(status.success(), "rustc failed to build the first stage (src/program.rs)");
+    assert!(
+        status.success(),
+        "rustc failed to build the first stage (src/program.rs)"
+    );
 }

@@ -219,7 +219,11 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
         // The first part must hold the program and the payload header: refused before any I/O.
         let need = airlock_payload::align_payload(stub.len() as u64) + airlock_payload::HEADER_LEN;
         if size.bytes() < need {
-            return Err(crate::split::Error::TooSmall { size: size.bytes(), need }.into());
+            return Err(crate::split::Error::TooSmall {
+                size: size.bytes(),
+                need,
+            }
+            .into());
         }
     }
 
@@ -323,7 +327,16 @@ pub fn build(plan: &BuildPlan) -> Result<BuildReport> {
     captured.extend(artifacts);
     tracing::debug!(images = captured.len(), "images captured");
     let images = add_image_blobs(captured, &mut blobs);
-    let sbom = add_sbom(&spec, epoch, &entries, &mut blobs, &images, &install)?;
+    let sha1_cache = plan.cache.then(|| cache_dir.join("sha1"));
+    let sbom = add_sbom(
+        &spec,
+        epoch,
+        &entries,
+        &mut blobs,
+        &images,
+        &install,
+        sha1_cache.as_deref(),
+    )?;
 
     let out_dir = match plan.output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
@@ -644,6 +657,7 @@ fn add_image_blobs(
 
 /// Writes the SPDX document of what the payload holds and adds it to `blobs` (unless an
 /// identical content is already stored).
+#[allow(clippy::too_many_arguments)]
 fn add_sbom(
     spec: &Spec,
     epoch: u64,
@@ -651,6 +665,7 @@ fn add_sbom(
     blobs: &mut Vec<BlobInput>,
     images: &[airlock_payload::Image],
     install: &airlock_payload::InstallConfig,
+    sha1_cache: Option<&Path>,
 ) -> Result<airlock_payload::SbomRef> {
     let name = spec.name.to_string();
     let version = spec.version.to_string();
@@ -665,6 +680,7 @@ fn add_sbom(
         blobs,
         images,
         install,
+        sha1_cache,
     })?;
     let digest = Sha256Digest::of(&doc);
     let size = doc.len() as u64;

@@ -10,8 +10,8 @@ use airlock_builder::build::{self, BuildPlan};
 use airlock_builder::capture::{self, CaptureOptions};
 use airlock_builder::image::{Mirror, RegistryOptions};
 use airlock_builder::sign;
-use anyhow::Context as _;
 use airlock_builder::split::{self, SplitSize};
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 /// Build one executable file that carries a Kubernetes distribution, its binaries, its
@@ -298,7 +298,11 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 }
                 println!("wrote {}\n{}", report.output.display(), report.summary);
                 if report.parts.len() > 1 {
-                    println!("split into {} parts: {}", report.parts.len(), join_paths(&report.parts));
+                    println!(
+                        "split into {} parts: {}",
+                        report.parts.len(),
+                        join_paths(&report.parts)
+                    );
                 }
                 println!(
                     "frames: {} reused, {} compressed",
@@ -439,7 +443,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Copy { file, to, split } => {
             let stub = build::default_stub()?;
             let mut cmd = std::process::Command::new(&stub);
-            cmd.env("AIRLOCK_INSTALLER", file).arg("copy").arg("--to").arg(to);
+            cmd.env("AIRLOCK_INSTALLER", file)
+                .arg("copy")
+                .arg("--to")
+                .arg(to);
             if let Some(size) = split {
                 cmd.arg("--split").arg(size);
             }

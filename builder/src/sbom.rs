@@ -62,6 +62,9 @@ pub struct SbomInput<'a> {
     pub images: &'a [Image],
     /// Engine and hooks.
     pub install: &'a InstallConfig,
+    /// A folder of SHA-1s by SHA-256 (`<sha256 hex>` holds the SHA-1 hex), so a rebuild
+    /// does not read unchanged files again; `None` reads every file.
+    pub sha1_cache: Option<&'a std::path::Path>,
 }
 
 #[derive(Serialize)]
@@ -229,6 +232,30 @@ fn sha1_of(blob: &BlobInput) -> Result<String, Error> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// The SHA-1 of `blob` from `cache` (content-addressed by SHA-256, so an entry never goes
+/// stale), else computed and stored there. A cache that cannot be read or written is
+/// only slower.
+fn cached_sha1(cache: Option<&std::path::Path>, blob: &BlobInput) -> Result<String, Error> {
+    let Some(dir) = cache else {
+        return sha1_of(blob);
+    };
+    let path = dir.join(blob.digest.hex());
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if text.len() == 40 && text.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return Ok(text);
+        }
+    }
+    let sha1 = sha1_of(blob)?;
+    let tmp = dir.join(format!(".{}.tmp{}", blob.digest.hex(), std::process::id()));
+    let stored = std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&tmp, &sha1))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = stored {
+        tracing::debug!("sha1 cache {}: {e}", dir.display());
+    }
+    Ok(sha1)
+}
+
 /// Engine program paths (payload paths) and what each is, for the file comments.
 fn engine_programs(install: &InstallConfig) -> HashMap<String, String> {
     let mut programs = HashMap::new();
@@ -321,7 +348,7 @@ pub fn spdx_document(input: &SbomInput<'_>) -> Result<Vec<u8>, Error> {
     let sha1s: HashMap<Sha256Digest, String> = wanted
         .par_iter()
         .map(|d| match by_digest.get(d) {
-            Some(b) => Ok((*d, sha1_of(b)?)),
+            Some(b) => Ok((*d, cached_sha1(input.sha1_cache, b)?)),
             None => Err(Error::MissingContent {
                 path: d.to_string(),
                 digest: *d,

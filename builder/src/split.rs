@@ -105,8 +105,7 @@ impl FromStr for SplitSize {
         if text.trim().eq_ignore_ascii_case("fat32") {
             return Ok(SplitSize(FAT32_PART_SIZE));
         }
-        let bytes =
-            crate::cache::parse_size(text).map_err(|_| Error::BadSize(text.to_owned()))?;
+        let bytes = crate::cache::parse_size(text).map_err(|_| Error::BadSize(text.to_owned()))?;
         align_part_size(bytes)
             .map(SplitSize)
             .ok_or_else(|| Error::BadSize(text.to_owned()))
@@ -119,15 +118,14 @@ fn program_end(path: &Path) -> Result<u64> {
     let file = File::open(path).map_err(io_err(format!("open {}", path.display())))?;
     // SAFETY: a read-only private map of a file we only read, dropped before we write any
     // file; a truncation by another process would fault (SIGBUS), never corrupt memory.
-    let map = unsafe { memmap2::Mmap::map(&file) }
-        .map_err(io_err(format!("map {}", path.display())))?;
+    let map =
+        unsafe { memmap2::Mmap::map(&file) }.map_err(io_err(format!("map {}", path.display())))?;
     let not_installer = |source| Error::NotAnInstaller {
         path: path.to_owned(),
         source,
     };
-    let installer =
-        airlock_payload::Installer::open(&map, airlock_payload::declared_elf_end(&map))
-            .map_err(not_installer)?;
+    let installer = airlock_payload::Installer::open(&map, airlock_payload::declared_elf_end(&map))
+        .map_err(not_installer)?;
     Ok(installer.trailer().payload_offset + HEADER_LEN)
 }
 
@@ -164,7 +162,9 @@ pub fn split_file(path: &Path, size: SplitSize) -> Result<Vec<PathBuf>> {
             if copied != part_len {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!("copied {copied} of {part_len} bytes: the file changed while splitting"),
+                    format!(
+                        "copied {copied} of {part_len} bytes: the file changed while splitting"
+                    ),
                 ));
             }
             Ok(())
@@ -277,7 +277,10 @@ fn write_atomic_keep(
     let mut tmp = tempfile::Builder::new()
         .prefix(".airlock-split-")
         .tempfile_in(dir)
-        .map_err(io_err(format!("create a temporary file in {}", dir.display())))?;
+        .map_err(io_err(format!(
+            "create a temporary file in {}",
+            dir.display()
+        )))?;
     let context = format!("write {}", tmp.path().display());
     fill(tmp.as_file_mut())
         .and_then(|()| tmp.as_file_mut().flush())
@@ -313,8 +316,14 @@ mod tests {
 
     #[test]
     fn fat32_and_sizes_parse_to_page_multiples() {
-        assert_eq!("fat32".parse::<SplitSize>().unwrap().bytes(), (4 << 30) - 4096);
-        assert_eq!("FAT32".parse::<SplitSize>().unwrap().bytes(), (4 << 30) - 4096);
+        assert_eq!(
+            "fat32".parse::<SplitSize>().unwrap().bytes(),
+            (4 << 30) - 4096
+        );
+        assert_eq!(
+            "FAT32".parse::<SplitSize>().unwrap().bytes(),
+            (4 << 30) - 4096
+        );
         assert_eq!("1M".parse::<SplitSize>().unwrap().bytes(), 1 << 20);
         assert_eq!(SplitSize::from_bytes(10_000).unwrap().bytes(), 8192);
         assert!("100".parse::<SplitSize>().is_err());

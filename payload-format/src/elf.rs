@@ -227,7 +227,11 @@ mod tests {
             file_len: 99_999,
         };
         let mut notes = note(b"GNU\0", 3, &[1, 2, 3, 4, 5, 6, 7, 8]);
-        notes.extend(note(FIRST_STAGE_NOTE_NAME, FIRST_STAGE_NOTE_TYPE, &first.to_bytes()));
+        notes.extend(note(
+            FIRST_STAGE_NOTE_NAME,
+            FIRST_STAGE_NOTE_TYPE,
+            &first.to_bytes(),
+        ));
         let mut bytes = elf_with_note(&notes);
         bytes.resize(4096, 0);
         let found = FirstStage::find(&bytes).unwrap();

@@ -78,8 +78,8 @@ pub use layout::{
 };
 pub use meta::{Meta, Name, NameError, Version, VersionError, MAX_LABEL_LEN};
 pub use parts::{
-    align_part_size, check_lengths, check_total, find_parts, has_parts, part_count, part_path, Part,
-    PartError, FAT32_MAX_FILE, FAT32_PART_SIZE, MAX_PARTS, PART_ALIGN,
+    align_part_size, check_lengths, check_total, find_parts, has_parts, part_count, part_path,
+    Part, PartError, FAT32_MAX_FILE, FAT32_PART_SIZE, MAX_PARTS, PART_ALIGN,
 };
 pub use reader::{BlobReader, Installer, Payload, VerifyReport};
 pub use signature::{

@@ -318,9 +318,15 @@ mod tests {
     #[test]
     fn a_cut_first_part_is_named_when_the_others_agree() {
         let err = check_lengths(&parts(&[4096, 8192, 8192, 100])).unwrap_err();
-        assert!(err.to_string().starts_with("/m/edge.run is truncated"), "{err}");
+        assert!(
+            err.to_string().starts_with("/m/edge.run is truncated"),
+            "{err}"
+        );
         let err = check_lengths(&parts(&[8000, 100])).unwrap_err();
-        assert!(err.to_string().starts_with("/m/edge.run is truncated"), "{err}");
+        assert!(
+            err.to_string().starts_with("/m/edge.run is truncated"),
+            "{err}"
+        );
     }
 
     #[test]

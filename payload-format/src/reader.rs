@@ -38,8 +38,8 @@ impl<'a> Installer<'a> {
     pub fn open(file: &'a [u8], elf_end: Option<u64>) -> Result<Self> {
         if let Some(end) = elf_end.filter(|&e| e > file.len() as u64) {
             // A first stage knows the whole installer's length (SPEC.md, "First stage").
-            if let Some(first) = crate::elf::FirstStage::find(file)
-                .filter(|f| f.file_len > file.len() as u64)
+            if let Some(first) =
+                crate::elf::FirstStage::find(file).filter(|f| f.file_len > file.len() as u64)
             {
                 return Err(Error::Truncated {
                     actual: file.len() as u64,

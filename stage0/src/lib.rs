@@ -48,8 +48,15 @@ mod tests {
             .collect();
         assert!(!loads.is_empty());
         let file_end = loads.iter().map(|p| p.p_offset + p.p_filesz).max().unwrap();
-        assert!(file_end < LIMIT / 2, "loaded segments end at byte {file_end}");
-        assert!((program().len() as u64) < LIMIT / 2, "{} bytes", program().len());
+        assert!(
+            file_end < LIMIT / 2,
+            "loaded segments end at byte {file_end}"
+        );
+        assert!(
+            (program().len() as u64) < LIMIT / 2,
+            "{} bytes",
+            program().len()
+        );
     }
 
     #[test]

@@ -352,9 +352,13 @@ fn run(start: Start) -> i32 {
     let stub_end = record.stub_offset.saturating_add(record.stub_len);
     if actual < record.file_len {
         // A split installer (`edge.run`, `edge.run.002`, ...): the stub joins the parts.
-        let mut sibling = Buf::<{ PATH_MAX + 8 }>::new();
-        sibling.push(path.as_bytes()).push(b".002");
-        let split = !sibling.overflow && sys::exists(sibling.as_c());
+        // `.003` too: with `.002` lost, the stub names the missing part.
+        let sibling_exists = |suffix: &[u8]| {
+            let mut sibling = Buf::<{ PATH_MAX + 8 }>::new();
+            sibling.push(path.as_bytes()).push(suffix);
+            !sibling.overflow && sys::exists(sibling.as_c())
+        };
+        let split = sibling_exists(b".002") || sibling_exists(b".003");
         if !split || actual < stub_end {
             let missing = record.file_len - actual;
             m.push(b"installer is truncated: it is ")

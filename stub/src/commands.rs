@@ -179,7 +179,11 @@ fn copy_to(
     quiet: bool,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let split = args.split.as_deref().map(crate::copy::parse_split).transpose()?;
+    let split = args
+        .split
+        .as_deref()
+        .map(crate::copy::parse_split)
+        .transpose()?;
     let bar = bytes_bar(0, "copy", quiet);
     let report = crate::copy::copy(
         file,

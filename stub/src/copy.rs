@@ -54,7 +54,9 @@ pub enum CopyError {
         reason: String,
     },
     /// `--split` could not be parsed.
-    #[error("invalid --split {0:?}: give `fat32` or a size such as 512M or 2G (at least 4096 bytes)")]
+    #[error(
+        "invalid --split {0:?}: give `fat32` or a size such as 512M or 2G (at least 4096 bytes)"
+    )]
     BadSplit(String),
     /// The copy on the medium does not verify: the medium (or the source) is bad.
     #[error("the copy in {} does not verify: the medium returned other bytes than were written (a failing stick?), or the source is damaged; run `verify` on the source", .dir.display())]
@@ -201,7 +203,9 @@ pub fn copy(file: &InstallerFile, opts: &CopyOptions<'_>) -> crate::Result<CopyR
         if size < need {
             return Err(CopyError::PartSize {
                 size,
-                reason: format!("the first part must hold the program and the payload header ({need} bytes)"),
+                reason: format!(
+                    "the first part must hold the program and the payload header ({need} bytes)"
+                ),
             }
             .into());
         }
@@ -209,7 +213,10 @@ pub fn copy(file: &InstallerFile, opts: &CopyOptions<'_>) -> crate::Result<CopyR
     if fat && size.min(len) > FAT32_MAX_FILE {
         return Err(CopyError::PartSize {
             size,
-            reason: format!("{} is on FAT, which holds files of at most {FAT32_MAX_FILE} bytes", to.display()),
+            reason: format!(
+                "{} is on FAT, which holds files of at most {FAT32_MAX_FILE} bytes",
+                to.display()
+            ),
         }
         .into());
     }
@@ -238,7 +245,10 @@ pub fn copy(file: &InstallerFile, opts: &CopyOptions<'_>) -> crate::Result<CopyR
     // Some FUSE filesystems (fusefat) report no size at all: nothing to check against.
     let sized = nix::sys::statvfs::statvfs(to).map_or(true, |st| st.blocks() != 0);
     if !sized {
-        tracing::warn!("{} does not report its size: free space not checked", to.display());
+        tracing::warn!(
+            "{} does not report its size: free space not checked",
+            to.display()
+        );
     }
     if sized && need > available {
         return Err(CopyError::NoSpace {
@@ -292,7 +302,10 @@ pub fn copy(file: &InstallerFile, opts: &CopyOptions<'_>) -> crate::Result<CopyR
     .map_err(read_back)?;
     if copy.bytes().len() as u64 != len {
         return Err(read_back(crate::Error::Damaged {
-            items: vec![format!("the copy is {} bytes, the source {len}", copy.bytes().len())],
+            items: vec![format!(
+                "the copy is {} bytes, the source {len}",
+                copy.bytes().len()
+            )],
         })
         .into());
     }
@@ -433,7 +446,10 @@ mod tests {
     fn the_deepest_mount_names_the_filesystem_type() {
         let info = "22 1 8:1 / / rw - ext4 /dev/vda rw\n\
                     40 22 0:50 / /media/usb rw,nosuid - fuse.fusefat /tmp/fat.img rw\n";
-        assert_eq!(mount_fstype(info, Path::new("/media/usb/x")), Some("fuse.fusefat"));
+        assert_eq!(
+            mount_fstype(info, Path::new("/media/usb/x")),
+            Some("fuse.fusefat")
+        );
         assert_eq!(mount_fstype(info, Path::new("/home")), Some("ext4"));
     }
 

@@ -236,6 +236,7 @@ mod tests {
                     "path",
                     "platforms",
                     "reference",
+                    "signatures",
                     "size",
                     "target",
                     "type"

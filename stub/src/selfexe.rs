@@ -211,7 +211,10 @@ impl InstallerFile {
 
     /// Finds, checks and maps the parts of the split installer whose first part is `first`.
     fn open_parts(first: PathBuf) -> Result<Self> {
-        let parts = airlock_payload::find_parts(&first)?;
+        let parts = match airlock_payload::find_parts(&first) {
+            Ok(parts) => parts,
+            Err(e) => return Err(explain_extra_parts(&first).unwrap_or(e).into()),
+        };
         let map = PartsMap::map(&parts).map_err(|source| Error::Map {
             path: first.clone(),
             source,
@@ -227,7 +230,11 @@ impl InstallerFile {
             airlock_payload::check_total(&parts, file_len)?;
         }
         check_parts(bytes, elf_end, &parts)?;
-        tracing::debug!(parts = parts.len(), len = bytes.len(), "mapped a split installer");
+        tracing::debug!(
+            parts = parts.len(),
+            len = bytes.len(),
+            "mapped a split installer"
+        );
         Ok(InstallerFile {
             path: first,
             map: FileMap::Parts(map),
@@ -330,6 +337,25 @@ impl PartsMap {
     }
 }
 
+/// When the folder holds more parts than the installer's header asks for (a part left over
+/// from another split after the real last one, which then looks like a cut middle part),
+/// the error naming the first extra part. Reads the header from the first part alone.
+fn explain_extra_parts(first: &Path) -> Option<airlock_payload::PartError> {
+    let file = File::open(first).ok()?;
+    // SAFETY: a read-only, private map of the first part, read only inside this function
+    // (see `from_file` for why a concurrent truncation cannot break memory safety).
+    let map = unsafe { Mmap::map(&file) }.ok()?;
+    let elf_end = airlock_payload::declared_elf_end(&map)?;
+    let at = airlock_payload::align_payload(elf_end) as usize;
+    let header = airlock_payload::Header::from_bytes(map.get(at..)?)?;
+    let count = airlock_payload::part_count(header.file_len, map.len() as u64) as usize;
+    let extra = airlock_payload::part_path(first, count + 1);
+    extra.exists().then(|| airlock_payload::PartError::Extra {
+        path: extra,
+        last: airlock_payload::part_path(first, count),
+    })
+}
+
 /// Checks a mapped split installer before any command runs: the trailer and index (in the
 /// last part) open, and in every part the first and the last frame that lie wholly inside it
 /// match their digests. A frame that fails names its part; when the first part's frames fail
@@ -342,7 +368,8 @@ fn check_parts(bytes: &[u8], elf_end: Option<u64>, parts: &[Part]) -> Result<()>
         Err(e) => {
             // The parts before the last one may be a whole installer: the last is extra.
             let before = bytes.len() - last.len as usize;
-            if parts.len() > 1 && airlock_payload::Installer::open(&bytes[..before], elf_end).is_ok()
+            if parts.len() > 1
+                && airlock_payload::Installer::open(&bytes[..before], elf_end).is_ok()
             {
                 return Err(PartError::Extra {
                     path: last.path.clone(),
@@ -400,7 +427,10 @@ fn check_parts(bytes: &[u8], elf_end: Option<u64>, parts: &[Part]) -> Result<()>
         None => Ok(()),
         Some((0, _)) => Err(PartError::Mismatch {
             path: last.path.clone(),
-            detail: format!("the index in it does not match the frames of {}", parts[0].path.display()),
+            detail: format!(
+                "the index in it does not match the frames of {}",
+                parts[0].path.display()
+            ),
         }
         .into()),
         Some(_) if failed.len() == sampled && sampled > 1 => Err(PartError::Mismatch {

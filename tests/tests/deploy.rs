@@ -5,9 +5,9 @@
 //! containerd socket, the operator sent the second and third host under 5 % of the
 //! installer's size, a re-run changes nothing, and undeploy leaves nothing.
 
-mod util;
 #[path = "util/site.rs"]
 mod site;
+mod util;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -20,7 +20,10 @@ use util::Workdir;
 
 const PROGRAMS: [(&str, &str); 4] = [
     ("/usr/bin/containerd", "containerd"),
-    ("/usr/bin/containerd-shim-runc-v2", "containerd-shim-runc-v2"),
+    (
+        "/usr/bin/containerd-shim-runc-v2",
+        "containerd-shim-runc-v2",
+    ),
     ("/usr/bin/ctr", "ctr"),
     ("/usr/sbin/runc", "runc"),
 ];
@@ -66,9 +69,18 @@ fn build_containerd(work: &Workdir) -> PathBuf {
     work.build("node.run")
 }
 
-fn deploy_cmd(work: &Workdir, installer: &Path, site: &Site, inv: &Path, extra: &[&str]) -> Command {
+fn deploy_cmd(
+    work: &Workdir,
+    installer: &Path,
+    site: &Site,
+    inv: &Path,
+    extra: &[&str],
+) -> Command {
     let mut c = work.installer_command(installer, &["deploy", "-i"]);
-    c.arg(inv).arg("--ssh-config").arg(&site.ssh_config).args(extra);
+    c.arg(inv)
+        .arg("--ssh-config")
+        .arg(&site.ssh_config)
+        .args(extra);
     c
 }
 
@@ -92,15 +104,32 @@ fn deploy_installs_three_containerd_nodes_with_one_upload_converges_and_undeploy
 
     // A dry run plans and changes nothing.
     let dry = util::run(deploy_cmd(&work, &installer, &site, &inv, &["--dry-run"])).success();
-    assert!(dry.stdout.contains("n1: preflight ok"), "{}", dry.describe());
+    assert!(
+        dry.stdout.contains("n1: preflight ok"),
+        "{}",
+        dry.describe()
+    );
     assert!(dry.stdout.contains("plan: upload"), "{}", dry.describe());
-    assert!(dry.stdout.contains("plan: fetch from http://10.232.1.1:5000/airlock/installer"));
+    assert!(dry
+        .stdout
+        .contains("plan: fetch from http://10.232.1.1:5000/airlock/installer"));
     for h in &site.hosts {
-        assert_eq!(tree_of(&h.root), Vec::<String>::new(), "dry run changed {}", h.name);
+        assert_eq!(
+            tree_of(&h.root),
+            Vec::<String>::new(),
+            "dry run changed {}",
+            h.name
+        );
     }
 
     // Killed mid fan-out (slow fetches, one at a time): the re-run completes.
-    let mut c = deploy_cmd(&work, &installer, &site, &inv, &["--fanout", "1", "--limit-rate", "2M"]);
+    let mut c = deploy_cmd(
+        &work,
+        &installer,
+        &site,
+        &inv,
+        &["--fanout", "1", "--limit-rate", "2M"],
+    );
     c.stdout(Stdio::null()).stderr(Stdio::null());
     let mut child = c.spawn().unwrap();
     let part = |i: usize| {
@@ -110,8 +139,14 @@ fn deploy_installs_three_containerd_nodes_with_one_upload_converges_and_undeploy
     };
     let start = Instant::now();
     while !(1..3).any(|i| fs::metadata(part(i)).is_ok_and(|m| m.len() > 0)) {
-        assert!(child.try_wait().unwrap().is_none(), "deploy ended before the fan-out");
-        assert!(start.elapsed() < Duration::from_secs(90), "no fetch started");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "deploy ended before the fan-out"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "no fetch started"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // SIGKILL to deploy itself, by its pid (no group kill: procps-ng 4.0.2's `kill -KILL
@@ -123,7 +158,11 @@ fn deploy_installs_three_containerd_nodes_with_one_upload_converges_and_undeploy
 
     let run = util::run(deploy_cmd(&work, &installer, &site, &inv, &[])).success();
     let out = &run.stdout;
-    assert!(out.contains("n1: skipped: already at this version"), "{}", run.describe());
+    assert!(
+        out.contains("n1: skipped: already at this version"),
+        "{}",
+        run.describe()
+    );
     assert!(!out.contains("FAILED"), "{}", run.describe());
     for h in &site.hosts {
         assert!(
@@ -140,7 +179,12 @@ fn deploy_installs_three_containerd_nodes_with_one_upload_converges_and_undeploy
         let sock = h.root.join("run/containerd/containerd.sock");
         let mut c = Command::new(h.root.join("usr/local/bin/ctr"));
         c.arg("--address").arg(&sock).args([
-            "-n", "k8s.io", "run", "--rm", "example.hub/team/app:1.0", &format!("app-{}", h.name),
+            "-n",
+            "k8s.io",
+            "run",
+            "--rm",
+            "example.hub/team/app:1.0",
+            &format!("app-{}", h.name),
         ]);
         let ran = util::run(c).success();
         assert!(!ran.stdout.is_empty(), "{} printed nothing", h.name);
@@ -166,7 +210,9 @@ fn deploy_installs_three_containerd_nodes_with_one_upload_converges_and_undeploy
     let again = util::run(deploy_cmd(&work, &installer, &site, &inv, &[])).success();
     for h in &site.hosts {
         assert!(
-            again.stdout.contains(&format!("{}: skipped: already at this version", h.name)),
+            again
+                .stdout
+                .contains(&format!("{}: skipped: already at this version", h.name)),
             "{}",
             again.describe()
         );
@@ -177,9 +223,18 @@ fn deploy_installs_three_containerd_nodes_with_one_upload_converges_and_undeploy
     let mut c = work.installer_command(&installer, &["undeploy", "-i"]);
     c.arg(&inv).arg("--ssh-config").arg(&site.ssh_config);
     let un = util::run(c).success();
-    assert!(un.stdout.contains("undeploy: 3 host(s) clean"), "{}", un.describe());
+    assert!(
+        un.stdout.contains("undeploy: 3 host(s) clean"),
+        "{}",
+        un.describe()
+    );
     for h in &site.hosts {
-        assert_eq!(tree_of(&h.root), Vec::<String>::new(), "undeploy left files on {}", h.name);
+        assert_eq!(
+            tree_of(&h.root),
+            Vec::<String>::new(),
+            "undeploy left files on {}",
+            h.name
+        );
     }
 }
 
@@ -218,8 +273,17 @@ fn an_unknown_host_key_and_an_unreachable_host_fail_preflight_naming_them() {
         &installer,
         &site,
         &inv,
-        &["--accept-new-host-keys", "--dry-run", "--connect-timeout", "2"],
+        &[
+            "--accept-new-host-keys",
+            "--dry-run",
+            "--connect-timeout",
+            "2",
+        ],
     );
     let run = util::run(c).expect_code(1);
-    assert!(!run.stderr.contains("n2 (10.231.2.10)"), "{}", run.describe());
+    assert!(
+        !run.stderr.contains("n2 (10.231.2.10)"),
+        "{}",
+        run.describe()
+    );
 }

@@ -209,9 +209,15 @@ fn the_installer_keeps_its_arguments_environment_and_airlock_installer() {
     let r = run_with_arg0(w.installer_command(&installer, &[]), "./my-demo.run").success();
     assert!(r.stdout.contains("./my-demo.run"), "{}", r.describe());
     // The stub reads the installer itself, not the memfd it runs from.
-    let info = w.run_installer(&installer, &["info", "--json"]).success().json();
+    let info = w
+        .run_installer(&installer, &["info", "--json"])
+        .success()
+        .json();
     assert_eq!(info["file"], installer.to_str().unwrap(), "{info}");
-    assert_eq!(u64_of(&info, "file_len"), fs::metadata(&installer).unwrap().len());
+    assert_eq!(
+        u64_of(&info, "file_len"),
+        fs::metadata(&installer).unwrap().len()
+    );
     // Run by a relative path, the stub still gets an absolute one.
     let r = w.sh("exec ./demo.run info --json", &[]).success();
     assert_eq!(r.json()["file"], installer.to_str().unwrap());
@@ -262,11 +268,17 @@ fn the_installer_runs_in_an_empty_chroot_and_from_a_read_only_mount() {
     fs::create_dir(&root).unwrap();
     fs::copy(&installer, root.join("demo.run")).unwrap();
     let r = w
-        .sh(r#"exec chroot "$1" /demo.run info --json"#, &[root.as_os_str()])
+        .sh(
+            r#"exec chroot "$1" /demo.run info --json"#,
+            &[root.as_os_str()],
+        )
         .success();
     assert_eq!(r.json()["file"], "/demo.run");
-    w.sh(r#"exec chroot "$1" /demo.run -q verify"#, &[root.as_os_str()])
-        .success();
+    w.sh(
+        r#"exec chroot "$1" /demo.run -q verify"#,
+        &[root.as_os_str()],
+    )
+    .success();
     w.sh(
         r#"exec chroot "$1" /demo.run -q extract --target /out random.bin"#,
         &[root.as_os_str()],
@@ -294,7 +306,10 @@ fn the_installer_runs_in_an_empty_chroot_and_from_a_read_only_mount() {
     let out = w.join("out");
     let r = w.sh(script, &[stick.as_os_str(), out.as_os_str()]);
     assert_eq!(r.code, Some(0), "{}", r.describe());
-    assert_eq!(fs::read(out.join("random.bin")).unwrap(), seeded_bytes(5, 1 << 20));
+    assert_eq!(
+        fs::read(out.join("random.bin")).unwrap(),
+        seeded_bytes(5, 1 << 20)
+    );
     assert_eq!(util::names_in(&stick), ["demo.run"]);
 }
 

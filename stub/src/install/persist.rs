@@ -46,7 +46,8 @@ pub fn persist_installer(src: &Path, root: &Path, name: &str, version: &str) -> 
     let parts = installer_parts(src)?;
     let len: u64 = parts.iter().map(|p| p.len).sum();
     let last = &parts[parts.len() - 1];
-    let mut last_file = File::open(&last.path).map_err(Error::fs("open the installer", &last.path))?;
+    let mut last_file =
+        File::open(&last.path).map_err(Error::fs("open the installer", &last.path))?;
     let existed_before = fs::symlink_metadata(&dest).is_ok();
     let current = if parts.len() == 1 {
         is_same_installer(&mut last_file, len, &dest)

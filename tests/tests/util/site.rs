@@ -45,7 +45,10 @@ pub struct Site {
 }
 
 fn sh(cmd: &str) {
-    let o = Command::new("sh").args(["-c", cmd]).output().expect("run sh");
+    let o = Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .expect("run sh");
     assert!(
         o.status.success(),
         "{cmd}: {}{}",
@@ -57,14 +60,20 @@ fn sh(cmd: &str) {
 impl Site {
     /// Builds `n` hosts; `id` (0..8) keeps the addresses of tests running at once apart.
     pub fn new(n: usize, id: u8) -> Site {
-        let dir = tempfile::Builder::new().prefix("site").tempdir_in("/tmp").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("site")
+            .tempdir_in("/tmp")
+            .unwrap();
         let d = dir.path();
         let tag = format!("{id}{}", std::process::id() % 10000);
         let bridge = format!("alb{tag}");
         sh(&format!(
             "ip link add {bridge} type bridge && ip link set {bridge} up"
         ));
-        sh(&format!("ssh-keygen -q -t ed25519 -N '' -f {}/id", d.display()));
+        sh(&format!(
+            "ssh-keygen -q -t ed25519 -N '' -f {}/id",
+            d.display()
+        ));
         fs::copy(d.join("id.pub"), d.join("authorized_keys")).unwrap();
         fs::create_dir_all("/run/sshd").unwrap();
         let mut known = String::new();
@@ -90,7 +99,10 @@ impl Site {
                  && ip -n {netns} addr add {site}/24 dev s0 && ip -n {netns} link set s0 up"
             ));
             let key = d.join(format!("host{i}"));
-            sh(&format!("ssh-keygen -q -t ed25519 -N '' -f {}", key.display()));
+            sh(&format!(
+                "ssh-keygen -q -t ed25519 -N '' -f {}",
+                key.display()
+            ));
             let pubkey = fs::read_to_string(key.with_extension("pub")).unwrap();
             known.push_str(&format!("{mgmt} {}", pubkey));
             let cfg = d.join(format!("sshd{i}.conf"));
@@ -106,8 +118,11 @@ impl Site {
                 ),
             )
             .unwrap();
-            let sshd = Command::new("ip")
-                .args(["netns", "exec", &netns, "/usr/sbin/sshd", "-D", "-e", "-f"])
+            // nsenter, not `ip netns exec`: that also makes a mount namespace with its own
+            // /sys, where runc finds no cgroup mount (containers on the node fail).
+            let sshd = Command::new("nsenter")
+                .arg(format!("--net=/run/netns/{netns}"))
+                .args(["/usr/sbin/sshd", "-D", "-e", "-f"])
                 .arg(&cfg)
                 .stdout(Stdio::null())
                 .stderr(fs::File::create(d.join(format!("sshd{i}.log"))).unwrap())
@@ -180,11 +195,14 @@ impl Site {
         self.hosts
             .iter()
             .map(|h| {
-                fs::read_to_string(format!("/sys/class/net/{}/statistics/tx_bytes", h.mgmt_link))
-                    .unwrap()
-                    .trim()
-                    .parse()
-                    .unwrap()
+                fs::read_to_string(format!(
+                    "/sys/class/net/{}/statistics/tx_bytes",
+                    h.mgmt_link
+                ))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
             })
             .collect()
     }
@@ -241,8 +259,8 @@ impl Drop for Site {
                 .map(|e| e.path())
                 .filter(|p| p.extension().is_some_and(|x| x == "run"))
             {
-                let _ = Command::new("ip")
-                    .args(["netns", "exec", &h.netns])
+                let _ = Command::new("nsenter")
+                    .arg(format!("--net=/run/netns/{}", h.netns))
                     .arg(&copy)
                     .args(["-q", "uninstall", "--root"])
                     .arg(&h.root)
@@ -251,8 +269,12 @@ impl Drop for Site {
             let _ = h.sshd.kill();
             let _ = h.sshd.wait();
             let _ = Command::new("ip").args(["netns", "del", &h.netns]).output();
-            let _ = Command::new("ip").args(["link", "del", &h.mgmt_link]).output();
+            let _ = Command::new("ip")
+                .args(["link", "del", &h.mgmt_link])
+                .output();
         }
-        let _ = Command::new("ip").args(["link", "del", &self.bridge]).output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
     }
 }
