@@ -8,26 +8,9 @@ use std::ffi::OsStr;
 use std::fs;
 
 use airlock_fixtures::{compare_trees, TreeSpec};
-use util::{
-    can_mount_in_namespace, have_command, is_root, prerequisite, sizes_in, u64_of, Workdir,
-};
+use util::{have_command, is_root, prerequisite, sizes_in, u64_of, Workdir};
 
 const SPEC: &str = "name: demo\nversion: \"1.0\"\nfiles:\n  - src: src/\n    dest: /\n";
-
-/// Root, `unshare`, `chroot` and permission to mount in a new mount namespace.
-fn root_with_mounts(test: &str) -> bool {
-    prerequisite(is_root(), test, "needs root (chroot and mount)")
-        && prerequisite(
-            have_command("unshare") && have_command("chroot"),
-            test,
-            "needs unshare and chroot",
-        )
-        && prerequisite(
-            can_mount_in_namespace(),
-            test,
-            "cannot mount inside `unshare --mount` here",
-        )
-}
 
 /// Runs `/demo.run ARGS` chrooted into `$1` with procfs mounted at `$1/proc`.
 const CHROOT_WITH_PROC: &str = r#"d=$1; shift
@@ -35,7 +18,7 @@ unshare --mount --fork sh -c 'd=$1; shift; mount -t proc proc "$d/proc" && exec 
 
 #[test]
 fn installer_runs_in_an_empty_chroot() {
-    if !root_with_mounts("installer_runs_in_an_empty_chroot") {
+    if !util::root_with_mounts("installer_runs_in_an_empty_chroot") {
         return;
     }
     let w = Workdir::new();
@@ -111,7 +94,7 @@ fn installer_without_proc_finds_itself_through_argv0() {
 
 #[test]
 fn extract_into_a_filesystem_that_is_too_small_is_refused_and_writes_nothing() {
-    if !root_with_mounts(
+    if !util::root_with_mounts(
         "extract_into_a_filesystem_that_is_too_small_is_refused_and_writes_nothing",
     ) {
         return;

@@ -14,8 +14,8 @@ use std::sync::Mutex;
 
 use airlock_fixtures::{seeded_bytes, TreeSpec};
 use util::{
-    can_mount_in_namespace, contains_number, have_command, is_root, prerequisite, run,
-    run_with_arg0, truncated_copy, u64_of, Run, Workdir,
+    contains_number, have_command, is_root, prerequisite, run, run_with_arg0, truncated_copy,
+    u64_of, Run, Workdir,
 };
 
 /// Below this the kernel may refuse the file ("exec format error"); at or above it every cut
@@ -240,25 +240,10 @@ fn the_installer_keeps_its_arguments_environment_and_airlock_installer() {
     r.success();
 }
 
-/// Root, `unshare`, `chroot` and permission to mount in a new mount namespace.
-fn root_with_mounts(test: &str) -> bool {
-    prerequisite(is_root(), test, "needs root (chroot and mount)")
-        && prerequisite(
-            have_command("unshare") && have_command("chroot"),
-            test,
-            "needs unshare and chroot",
-        )
-        && prerequisite(
-            can_mount_in_namespace(),
-            test,
-            "cannot mount inside `unshare --mount` here",
-        )
-}
-
 #[test]
 fn the_installer_runs_in_an_empty_chroot_and_from_a_read_only_mount() {
     let test = "the_installer_runs_in_an_empty_chroot_and_from_a_read_only_mount";
-    if !root_with_mounts(test) {
+    if !util::root_with_mounts(test) {
         return;
     }
     let w = Workdir::new();

@@ -488,3 +488,18 @@ pub fn tree(dir: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// Root, `unshare`, `chroot` and permission to mount in a new mount namespace.
+pub fn root_with_mounts(test: &str) -> bool {
+    prerequisite(is_root(), test, "needs root (chroot and mount)")
+        && prerequisite(
+            have_command("unshare") && have_command("chroot"),
+            test,
+            "needs unshare and chroot",
+        )
+        && prerequisite(
+            can_mount_in_namespace(),
+            test,
+            "cannot mount inside `unshare --mount` here",
+        )
+}
